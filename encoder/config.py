@@ -1,0 +1,90 @@
+"""Settings of the autoencoder and of its training, with documented defaults.
+
+Both are frozen dataclasses saved as JSON next to every checkpoint, so that
+``index`` and ``serve`` rebuild exactly the model and preprocessing that were
+trained.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Self
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input preprocessing of the autoencoder."""
+
+    # Images are resized to height x width, keeping aspect by padding with
+    # white; 80x60 is what the research notebook used.
+    image_height: int = 80
+    image_width: int = 60
+    # Size of the latent vector that describes a product. The research used
+    # 10 with a sigmoid; 3 and 100 also work.
+    latent_dim: int = 10
+    # Xception-style encoder: a strided stem conv, then one separable block
+    # per entry, each halving the resolution.
+    stem_channels: int = 32
+    block_channels: tuple[int, ...] = (64, 128, 256)
+    # Decoder: a dense layer to a small grid, then one upsampling block per
+    # entry, each doubling the resolution; the output is cropped to size.
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32)
+    # "sigmoid" (the research) or "none".
+    latent_activation: str = "sigmoid"
+    # Compute dtype of convolutions: "float32", or "bfloat16" for mixed
+    # precision on a GPU/TPU (parameters stay float32).
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        return _from_dict(cls, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings."""
+
+    # Upper bound; early stopping usually ends training sooner.
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    # Share of the catalog held out to measure validation loss.
+    validation_fraction: float = 0.1
+    # Stop after this many epochs without a better validation loss.
+    patience: int = 3
+    # Seeds parameter initialisation, the split and the shuffling.
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        return _from_dict(cls, values)
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Builds a config from JSON values, refusing unknown keys."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} settings {unknown}; "
+            f"allowed: {sorted(fields)}"
+        )
+    # JSON has no tuples; restore them where the default is one.
+    converted = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in values.items()
+    }
+    return cls(**converted)
+
+
+def save_json(path: Path, values: dict[str, Any]) -> None:
+    """Writes values as indented JSON, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
