@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"i\n\x13QueryByImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\"\x80\x01\n\x10QueryByIdRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\x13\n\x0b\x65xclude_ids\x18\x05 \x03(\t\"M\n\rQueryResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Result\x12\x15\n\rquery_cluster\x18\x02 \x01(\x05\"\xc1\x01\n\x06Result\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x0f\n\x07\x63luster\x18\x03 \x01(\x05\x12\x38\n\nattributes\x18\x04 \x03(\x0b\x32$.lookalike.v1.Result.AttributesEntry\x1a\x46\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.lookalike.v1.Value:\x02\x38\x01\"Z\n\x06\x46ilter\x12%\n\x04must\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Condition\x12)\n\x08must_not\x18\x02 \x03(\x0b\x32\x17.lookalike.v1.Condition\"s\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12)\n\x06\x61ny_of\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ValueListH\x00\x12$\n\x05range\x18\x03 \x01(\x0b\x32\x13.lookalike.v1.RangeH\x00\x42\x06\n\x04test\"0\n\tValueList\x12#\n\x06values\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Value\"j\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"k\n\x05Range\x12\x10\n\x03gte\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x02gt\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x02lt\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_gteB\x05\n\x03_gtB\x06\n\x04_lteB\x05\n\x03_lt2\xa5\x01\n\tLookalike\x12N\n\x0cQueryByImage\x12!.lookalike.v1.QueryByImageRequest\x1a\x1b.lookalike.v1.QueryResponse\x12H\n\tQueryById\x12\x1e.lookalike.v1.QueryByIdRequest\x1a\x1b.lookalike.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/lookalike/v1/lookalike.proto\x12\x0clookalike.v1\"~\n\x13QueryByImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\x13\n\x0b\x65xclude_ids\x18\x05 \x03(\t\"\x80\x01\n\x10QueryByIdRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12$\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x14.lookalike.v1.Filter\x12\x13\n\x0b\x65xclude_ids\x18\x05 \x03(\t\"M\n\rQueryResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.lookalike.v1.Result\x12\x15\n\rquery_cluster\x18\x02 \x01(\x05\"\xc1\x01\n\x06Result\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x0f\n\x07\x63luster\x18\x03 \x01(\x05\x12\x38\n\nattributes\x18\x04 \x03(\x0b\x32$.lookalike.v1.Result.AttributesEntry\x1a\x46\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.lookalike.v1.Value:\x02\x38\x01\"Z\n\x06\x46ilter\x12%\n\x04must\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.Condition\x12)\n\x08must_not\x18\x02 \x03(\x0b\x32\x17.lookalike.v1.Condition\"s\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12)\n\x06\x61ny_of\x18\x02 \x01(\x0b\x32\x17.lookalike.v1.ValueListH\x00\x12$\n\x05range\x18\x03 \x01(\x0b\x32\x13.lookalike.v1.RangeH\x00\x42\x06\n\x04test\"0\n\tValueList\x12#\n\x06values\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Value\"j\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"k\n\x05Range\x12\x10\n\x03gte\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x02gt\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x02lt\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_gteB\x05\n\x03_gtB\x06\n\x04_lteB\x05\n\x03_lt2\xa5\x01\n\tLookalike\x12N\n\x0cQueryByImage\x12!.lookalike.v1.QueryByImageRequest\x1a\x1b.lookalike.v1.QueryResponse\x12H\n\tQueryById\x12\x1e.lookalike.v1.QueryByIdRequest\x1a\x1b.lookalike.v1.QueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_RESULT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_QUERYBYIMAGEREQUEST']._serialized_start=52
-  _globals['_QUERYBYIMAGEREQUEST']._serialized_end=157
-  _globals['_QUERYBYIDREQUEST']._serialized_start=160
-  _globals['_QUERYBYIDREQUEST']._serialized_end=288
-  _globals['_QUERYRESPONSE']._serialized_start=290
-  _globals['_QUERYRESPONSE']._serialized_end=367
-  _globals['_RESULT']._serialized_start=370
-  _globals['_RESULT']._serialized_end=563
-  _globals['_RESULT_ATTRIBUTESENTRY']._serialized_start=493
-  _globals['_RESULT_ATTRIBUTESENTRY']._serialized_end=563
-  _globals['_FILTER']._serialized_start=565
-  _globals['_FILTER']._serialized_end=655
-  _globals['_CONDITION']._serialized_start=657
-  _globals['_CONDITION']._serialized_end=772
-  _globals['_VALUELIST']._serialized_start=774
-  _globals['_VALUELIST']._serialized_end=822
-  _globals['_VALUE']._serialized_start=824
-  _globals['_VALUE']._serialized_end=930
-  _globals['_RANGE']._serialized_start=932
-  _globals['_RANGE']._serialized_end=1039
-  _globals['_LOOKALIKE']._serialized_start=1042
-  _globals['_LOOKALIKE']._serialized_end=1207
+  _globals['_QUERYBYIMAGEREQUEST']._serialized_end=178
+  _globals['_QUERYBYIDREQUEST']._serialized_start=181
+  _globals['_QUERYBYIDREQUEST']._serialized_end=309
+  _globals['_QUERYRESPONSE']._serialized_start=311
+  _globals['_QUERYRESPONSE']._serialized_end=388
+  _globals['_RESULT']._serialized_start=391
+  _globals['_RESULT']._serialized_end=584
+  _globals['_RESULT_ATTRIBUTESENTRY']._serialized_start=514
+  _globals['_RESULT_ATTRIBUTESENTRY']._serialized_end=584
+  _globals['_FILTER']._serialized_start=586
+  _globals['_FILTER']._serialized_end=676
+  _globals['_CONDITION']._serialized_start=678
+  _globals['_CONDITION']._serialized_end=793
+  _globals['_VALUELIST']._serialized_start=795
+  _globals['_VALUELIST']._serialized_end=843
+  _globals['_VALUE']._serialized_start=845
+  _globals['_VALUE']._serialized_end=951
+  _globals['_RANGE']._serialized_start=953
+  _globals['_RANGE']._serialized_end=1060
+  _globals['_LOOKALIKE']._serialized_start=1063
+  _globals['_LOOKALIKE']._serialized_end=1228
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QueryByImageRequest(_message.Message):
-    __slots__ = ("image", "top_k", "offset", "filter")
+    __slots__ = ("image", "top_k", "offset", "filter", "exclude_ids")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     top_k: int
     offset: int
     filter: Filter
-    def __init__(self, image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+    exclude_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., exclude_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueryByIdRequest(_message.Message):
     __slots__ = ("product_id", "top_k", "offset", "filter", "exclude_ids")

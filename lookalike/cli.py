@@ -1,0 +1,338 @@
+"""The ``lookalike`` command line: parses arguments and calls the jobs.
+
+lookalike demo                      train, index and serve the sample
+lookalike train --catalog DIR       train the autoencoder
+lookalike index --catalog DIR       encode, cluster and index a catalog
+lookalike serve                     answer queries over gRPC
+lookalike query --image PATH        ask a running server
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from encoder.config import ModelConfig, TrainConfig
+from indexer.config import IndexConfig
+from server.config import ServerConfig
+
+# Relative to the repository root, where the README's commands run.
+SAMPLE_CATALOG = "../shared/datasets/fashion-products"
+DEFAULT_WORKDIR = "runs/demo"
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        # User errors: one clear line, no traceback.
+        print(f"lookalike {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookalike",
+        description="Visually similar products: train, index, serve, query.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="train + index + serve one catalog, then query it"
+    )
+    _add_catalog_args(demo, default=SAMPLE_CATALOG)
+    _add_workdir_arg(demo)
+    _add_model_args(demo)
+    _add_train_args(demo, epochs=4)
+    _add_index_args(demo)
+    _add_server_args(demo)
+    demo.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="stop after the sample query instead of serving",
+    )
+    demo.set_defaults(run=_run_demo)
+
+    train = commands.add_parser("train", help="train the autoencoder")
+    _add_catalog_args(train)
+    _add_workdir_arg(train)
+    _add_model_args(train)
+    _add_train_args(train, epochs=TrainConfig.epochs)
+    train.set_defaults(run=_run_train)
+
+    index = commands.add_parser(
+        "index", help="encode, cluster and index a catalog"
+    )
+    _add_catalog_args(index)
+    _add_workdir_arg(index)
+    _add_index_args(index)
+    index.add_argument(
+        "--rebuild", action="store_true", help="build a fresh index"
+    )
+    index.set_defaults(run=_run_index)
+
+    serve = commands.add_parser("serve", help="serve queries over gRPC")
+    _add_workdir_arg(serve)
+    _add_store_args(serve)
+    _add_server_args(serve)
+    serve.set_defaults(run=_run_serve)
+
+    query = commands.add_parser("query", help="ask a running server")
+    what = query.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", type=Path, help="photo to match")
+    what.add_argument("--id", help="product ID to find neighbours of")
+    query.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        help="server address (default %(default)s)",
+    )
+    query.add_argument("--top-k", type=int, default=10)
+    query.add_argument("--offset", type=int, default=0)
+    query.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="attribute filter, repeatable: articleType=Shirts, "
+        "baseColour=Blue|Black, year>=2012, cluster=2, !gender=Men",
+    )
+    query.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="product ID never to return",
+    )
+    query.add_argument("--timeout", type=float, default=10.0)
+    query.set_defaults(run=_run_query)
+    return parser
+
+
+def _add_catalog_args(
+    parser: argparse.ArgumentParser, default: str | None = None
+) -> None:
+    parser.add_argument(
+        "--catalog",
+        default=default,
+        required=default is None,
+        help="folder of product photos (or holding images/ and one CSV), "
+        "or tfds:NAME[:SPLIT]" + (" (default %(default)s)" if default else ""),
+    )
+    parser.add_argument(
+        "--csv", type=Path, help="product attributes CSV with an 'id' column"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="use only the first N products (by ID)"
+    )
+
+
+def _add_workdir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(DEFAULT_WORKDIR),
+        help="where the model, index and caches live (default %(default)s)",
+    )
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latent-dim", type=int, default=ModelConfig.latent_dim
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default=ModelConfig.dtype
+    )
+
+
+def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument(
+        "--batch-size", type=int, default=TrainConfig.batch_size
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=TrainConfig.learning_rate
+    )
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+
+
+def _add_store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--qdrant-url",
+        help="Qdrant server or cluster (default: embedded Qdrant Edge)",
+    )
+    parser.add_argument("--qdrant-api-key")
+    parser.add_argument("--collection", default=IndexConfig.collection)
+
+
+def _add_index_args(parser: argparse.ArgumentParser) -> None:
+    _add_store_args(parser)
+    parser.add_argument(
+        "--clusters", type=int, default=IndexConfig.num_clusters
+    )
+
+
+def _add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=ServerConfig.host)
+    parser.add_argument("--port", type=int, default=ServerConfig.port)
+
+
+def _configs(args: argparse.Namespace) -> dict:
+    """Builds the configs whose settings the parsed command has."""
+    configs = {}
+    if hasattr(args, "latent_dim"):
+        configs["model"] = ModelConfig(
+            latent_dim=args.latent_dim, dtype=args.dtype
+        )
+    if hasattr(args, "epochs"):
+        configs["train"] = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+        )
+    if hasattr(args, "clusters"):
+        configs["index"] = IndexConfig(
+            num_clusters=args.clusters, collection=args.collection
+        )
+    if hasattr(args, "port"):
+        configs["server"] = ServerConfig(host=args.host, port=args.port)
+    return configs
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from lookalike import jobs
+    from lookalike.workdir import Workdir
+
+    configs = _configs(args)
+    workdir = Workdir(args.workdir)
+    catalog = jobs.load_images(
+        args.catalog,
+        csv_path=args.csv,
+        model_config=configs["model"],
+        workdir=workdir,
+        limit=args.limit,
+    )
+    result = jobs.train(catalog, workdir, configs["model"], configs["train"])
+    print(
+        f"trained {result.epochs_run} epochs; best validation loss "
+        f"{result.best_val_loss:.5f} at epoch {result.best_epoch}; "
+        f"model in {workdir.model}"
+    )
+    return 0
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from encoder.encode import Encoder
+    from lookalike import jobs
+    from lookalike.workdir import Workdir
+
+    configs = _configs(args)
+    workdir = Workdir(args.workdir)
+    model_config = Encoder.load(workdir.model).config
+    catalog = jobs.load_images(
+        args.catalog,
+        csv_path=args.csv,
+        model_config=model_config,
+        workdir=workdir,
+        limit=args.limit,
+    )
+    store = jobs.open_index(
+        workdir,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        collection=args.collection,
+    )
+    try:
+        report = jobs.index(
+            catalog, workdir, store, configs["index"], rebuild=args.rebuild
+        )
+    finally:
+        store.close()
+    print(f"indexed {report.num_indexed} products; {report.summary()}")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from lookalike import jobs
+    from lookalike.workdir import Workdir
+
+    configs = _configs(args)
+    workdir = Workdir(args.workdir)
+    store = jobs.open_index(
+        workdir,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        collection=args.collection,
+    )
+    try:
+        jobs.run_server(
+            workdir,
+            store,
+            configs["server"],
+            ready=lambda port: print(
+                f"serving lookalike.v1.Lookalike on "
+                f"{configs['server'].host}:{port} (Ctrl-C to stop)",
+                flush=True,
+            ),
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    from server.client import LookalikeClient, format_results, parse_filter_args
+
+    query_filter = parse_filter_args(args.filter)
+    with LookalikeClient(args.target, timeout=args.timeout) as client:
+        if args.image is not None:
+            response = client.query_by_image(
+                args.image.read_bytes(),
+                top_k=args.top_k,
+                offset=args.offset,
+                filter=query_filter,
+            )
+        else:
+            response = client.query_by_id(
+                args.id,
+                top_k=args.top_k,
+                offset=args.offset,
+                filter=query_filter,
+                exclude_ids=args.exclude,
+            )
+    print(format_results(response))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from lookalike import demo
+
+    configs = _configs(args)
+    demo.run(
+        catalog=args.catalog,
+        csv_path=args.csv,
+        workdir=args.workdir,
+        limit=args.limit,
+        model_config=configs["model"],
+        train_config=configs["train"],
+        index_config=configs["index"],
+        server_config=configs["server"],
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        serve_forever=not args.no_serve,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

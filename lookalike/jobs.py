@@ -1,0 +1,131 @@
+"""The jobs behind the command line: train, index, serve and the demo.
+
+Each job takes plain arguments and configs, logs its progress and returns
+what it produced, so the tests run exactly what the CLI runs.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from encoder.catalog import CatalogImages, load_catalog, load_tfds_catalog
+from encoder.config import ModelConfig, TrainConfig
+from encoder.encode import Encoder
+from encoder.train import TrainResult, train_and_evaluate
+from indexer.config import IndexConfig
+from indexer.job import IndexReport, index_catalog
+from indexer.store import VectorStore, open_store
+from lookalike.workdir import Workdir, resolve_catalog
+from server.app import serve
+from server.config import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+# tensorflow-datasets catalogs are named "tfds:<name>[:<split>]".
+TFDS_PREFIX = "tfds:"
+
+
+def load_images(
+    catalog: str,
+    *,
+    csv_path: Path | None,
+    model_config: ModelConfig,
+    workdir: Workdir,
+    limit: int | None = None,
+) -> CatalogImages:
+    """Loads a catalog folder (or a ``tfds:`` dataset) at the model's size."""
+    if catalog.startswith(TFDS_PREFIX):
+        name, _, split = catalog.removeprefix(TFDS_PREFIX).partition(":")
+        images = load_tfds_catalog(
+            name,
+            split=split or "train",
+            height=model_config.image_height,
+            width=model_config.image_width,
+            limit=limit,
+        )
+    else:
+        image_dir, csv_path = resolve_catalog(Path(catalog), csv_path)
+        logger.info(
+            "catalog: images in %s, attributes in %s",
+            image_dir,
+            csv_path or "(no CSV)",
+        )
+        images = load_catalog(
+            image_dir,
+            csv_path,
+            height=model_config.image_height,
+            width=model_config.image_width,
+            cache_dir=workdir.cache,
+            limit=limit,
+        )
+    logger.info("catalog: %s", images.summary())
+    if not images.products:
+        raise ValueError(f"catalog {catalog} holds no readable image")
+    return images
+
+
+def train(
+    catalog: CatalogImages,
+    workdir: Workdir,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> TrainResult:
+    """Trains the autoencoder on a catalog; the model lands in workdir."""
+    return train_and_evaluate(
+        catalog.images, model_config, train_config, workdir.model
+    )
+
+
+def open_index(
+    workdir: Workdir,
+    *,
+    qdrant_url: str | None = None,
+    qdrant_api_key: str | None = None,
+    collection: str = IndexConfig.collection,
+) -> VectorStore:
+    """Opens the run's embedded index, or a Qdrant server when given a URL."""
+    if qdrant_url:
+        return open_store(
+            url=qdrant_url, api_key=qdrant_api_key, collection=collection
+        )
+    return open_store(path=workdir.index, collection=collection)
+
+
+def index(
+    catalog: CatalogImages,
+    workdir: Workdir,
+    store: VectorStore,
+    config: IndexConfig,
+    *,
+    rebuild: bool = False,
+) -> IndexReport:
+    """Encodes a catalog with the run's trained model and indexes it."""
+    encoder = Encoder.load(workdir.model)
+    return index_catalog(catalog, encoder, store, config, rebuild=rebuild)
+
+
+def run_server(
+    workdir: Workdir,
+    store: VectorStore,
+    config: ServerConfig,
+    *,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serves the run's model and index until SIGTERM or Ctrl-C."""
+    encoder = Encoder.load(workdir.model)
+    serve(encoder, store, config, ready=ready)
+
+
+def run_in_background(target: Callable[[], None]) -> threading.Thread:
+    """Runs target in a daemon thread, logging instead of losing errors."""
+
+    def guarded() -> None:
+        try:
+            target()
+        except Exception:
+            logger.exception("background task failed")
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    return thread
