@@ -1,0 +1,2 @@
+"""Retrieval evaluation (``lookalike eval``) and the visual report
+(``lookalike report``) of a trained run."""
