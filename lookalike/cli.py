@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_run_demo)
 
     train = commands.add_parser("train", help="train the autoencoder")
-    _add_catalog_args(train)
+    _add_catalog_args(train, default=SAMPLE_CATALOG)
     _add_workdir_arg(train)
     _add_model_args(train)
     _add_train_args(train, epochs=TrainConfig.epochs)
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index", help="encode, cluster and index a catalog"
     )
-    _add_catalog_args(index)
+    _add_catalog_args(index, default=SAMPLE_CATALOG)
     _add_workdir_arg(index)
     _add_index_args(index)
     index.add_argument(
@@ -86,6 +86,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(serve)
     _add_server_args(serve)
     serve.set_defaults(run=_run_serve)
+
+    evaluate = commands.add_parser(
+        "eval", help="measure retrieval quality against baselines"
+    )
+    _add_catalog_args(evaluate, default=SAMPLE_CATALOG)
+    _add_workdir_arg(evaluate)
+    _add_store_args(evaluate)
+    evaluate.add_argument(
+        "--queries", help="folder of held-out query photos (with a CSV)"
+    )
+    evaluate.add_argument("--queries-csv", type=Path)
+    evaluate.add_argument(
+        "--attribute",
+        action="append",
+        dest="attributes",
+        help="attribute that makes two products 'the same' (repeatable; "
+        "default articleType and subCategory)",
+    )
+    evaluate.set_defaults(run=_run_eval)
+
+    report = commands.add_parser(
+        "report", help="draw the run's pictures and an HTML page"
+    )
+    _add_catalog_args(report, default=SAMPLE_CATALOG)
+    _add_workdir_arg(report)
+    _add_store_args(report)
+    report.add_argument(
+        "--show",
+        action="append",
+        metavar="ID",
+        help="product to draw a nearest-neighbour strip for (repeatable)",
+    )
+    report.set_defaults(run=_run_report)
 
     query = commands.add_parser("query", help="ask a running server")
     what = query.add_mutually_exclusive_group(required=True)
@@ -287,6 +320,86 @@ def _run_serve(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from encoder.encode import Encoder
+    from evaluation.evaluate import evaluate_run, format_table
+    from lookalike import jobs
+    from lookalike.workdir import Workdir
+
+    workdir = Workdir(args.workdir)
+    model_config = Encoder.load(workdir.model).config
+    catalog = jobs.load_images(
+        args.catalog,
+        csv_path=args.csv,
+        model_config=model_config,
+        workdir=workdir,
+        limit=args.limit,
+    )
+    queries = None
+    if args.queries:
+        queries = jobs.load_images(
+            args.queries,
+            csv_path=args.queries_csv,
+            model_config=model_config,
+            workdir=workdir,
+        )
+    store = jobs.open_index(
+        workdir,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        collection=args.collection,
+    )
+    try:
+        results = evaluate_run(
+            workdir.root,
+            catalog=catalog,
+            queries=queries,
+            store=store,
+            attributes=tuple(args.attributes or ("articleType", "subCategory")),
+        )
+    finally:
+        store.close()
+    print(format_table(results))
+    print(
+        f"\nwritten: {workdir.root / 'eval.json'}, {workdir.root / 'eval.md'}"
+    )
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from encoder.encode import Encoder
+    from evaluation.report import build_report
+    from lookalike import jobs
+    from lookalike.workdir import Workdir
+
+    workdir = Workdir(args.workdir)
+    model_config = Encoder.load(workdir.model).config
+    catalog = jobs.load_images(
+        args.catalog,
+        csv_path=args.csv,
+        model_config=model_config,
+        workdir=workdir,
+        limit=args.limit,
+    )
+    store = jobs.open_index(
+        workdir,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        collection=args.collection,
+    )
+    try:
+        page = build_report(
+            workdir.root,
+            catalog=catalog,
+            products_to_show=args.show,
+            store=store,
+        )
+    finally:
+        store.close()
+    print(f"report: {page}")
     return 0
 
 
