@@ -83,7 +83,16 @@ class VectorStore(Protocol):
         offset: int = 0,
         filter: Filter | None = None,
         exclude_ids: Sequence[str] = (),
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """The ``limit`` nearest products after skipping ``offset``, nearest
+        first, among those that pass ``filter`` and are not excluded.
+
+        TODO: on collections large enough for the HNSW graph, each page is
+        its own approximate search, so pages may repeat or skip a product
+        near their boundary; exact on small collections and rare enough
+        for browsing.
+        """
+        ...
 
     def search_batch(
         self,
@@ -126,9 +135,10 @@ def open_store(
         )
     if local and path is None:
         raise ValueError("local=True needs a path for qdrant-client's files")
-    if not collection or not collection.replace("_", "").replace(
-        "-", ""
-    ).isalnum():
+    if (
+        not collection
+        or not collection.replace("_", "").replace("-", "").isalnum()
+    ):
         raise ValueError(
             f"collection name {collection!r} is not allowed; use letters, "
             "digits, '_' and '-'"
@@ -174,15 +184,12 @@ def check_points(
     return vectors
 
 
-def check_query(
-    vector: np.ndarray, *, limit: int, offset: int
-) -> list[float]:
+def check_query(vector: np.ndarray, *, limit: int, offset: int) -> list[float]:
     """Validates one query; returns the vector as a list of floats."""
     vector = np.asarray(vector, dtype=np.float32)
     if vector.ndim != 1 or not np.isfinite(vector).all():
         raise ValueError(
-            "a query vector must be 1-D and finite, got shape "
-            f"{vector.shape}"
+            f"a query vector must be 1-D and finite, got shape {vector.shape}"
         )
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
