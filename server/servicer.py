@@ -11,6 +11,7 @@ import numpy as np
 from encoder.encode import Encoder
 from encoder.images import ImageError, decode_image
 from indexer.filters import CLUSTER_FIELD, Filter
+from indexer.job import RESERVED_FIELDS
 from indexer.store import Hit, VectorStore
 from proto.lookalike.v1 import lookalike_pb2, lookalike_pb2_grpc
 from server import validation
@@ -18,9 +19,6 @@ from server.batching import EncodeBatcher
 from server.config import ServerConfig
 
 logger = logging.getLogger(__name__)
-
-# Payload keys that are bookkeeping, not catalog attributes.
-RESERVED_PAYLOAD_KEYS = frozenset({"product_id", "file_name", CLUSTER_FIELD})
 
 
 class _Refusal(Exception):
@@ -186,7 +184,8 @@ def _result(hit: Hit) -> lookalike_pb2.Result:
     attributes = {
         key: _value(value)
         for key, value in hit.payload.items()
-        if key not in RESERVED_PAYLOAD_KEYS and value is not None
+        # Bookkeeping fields are not catalog attributes.
+        if key not in RESERVED_FIELDS and value is not None
     }
     return lookalike_pb2.Result(
         product_id=hit.product_id,

@@ -104,8 +104,7 @@ def parse_filter(
     count = len(message.must) + len(message.must_not)
     if count > MAX_CONDITIONS:
         raise RequestError(
-            f"filter has {count} conditions; "
-            f"allowed: at most {MAX_CONDITIONS}"
+            f"filter has {count} conditions; allowed: at most {MAX_CONDITIONS}"
         )
     result = Filter(
         must=tuple(_parse_condition(c, schema) for c in message.must),
