@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workdir_arg(evaluate)
     _add_store_args(evaluate)
     evaluate.add_argument(
-        "--queries", help="folder of held-out query photos (with a CSV)"
+        "--queries",
+        help="folder of query photos (with a CSV) searched against the "
+        "catalog; default: the photos training held out",
     )
     evaluate.add_argument("--queries-csv", type=Path)
     evaluate.add_argument(
@@ -346,6 +348,9 @@ def _run_eval(args: argparse.Namespace) -> int:
             model_config=model_config,
             workdir=workdir,
         )
+    elif split := jobs.held_out_split(catalog, workdir):
+        # Query with the photos training held out, against the others.
+        catalog, queries = split
     store = jobs.open_index(
         workdir,
         qdrant_url=args.qdrant_url,

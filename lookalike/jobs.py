@@ -4,15 +4,18 @@ Each job takes plain arguments and configs, logs its progress and returns
 what it produced, so the tests run exactly what the CLI runs.
 """
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from encoder.catalog import CatalogImages, load_catalog, load_tfds_catalog
-from encoder.config import ModelConfig, TrainConfig
+from encoder.config import ModelConfig, TrainConfig, save_json
 from encoder.encode import Encoder
-from encoder.train import TrainResult, train_and_evaluate
+from encoder.train import TrainResult, split_indices, train_and_evaluate
 from indexer.config import IndexConfig
 from indexer.job import IndexReport, index_catalog
 from indexer.store import VectorStore, open_store
@@ -21,6 +24,9 @@ from server.app import serve
 from server.config import ServerConfig
 
 logger = logging.getLogger(__name__)
+
+# Written next to the model: the products training held out for validation.
+HELD_OUT_FILE = "held_out.json"
 
 # tensorflow-datasets catalogs are named "tfds:<name>[:<split>]".
 TFDS_PREFIX = "tfds:"
@@ -71,10 +77,51 @@ def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
 ) -> TrainResult:
-    """Trains the autoencoder on a catalog; the model lands in workdir."""
-    return train_and_evaluate(
+    """Trains the autoencoder on a catalog; the model lands in workdir.
+
+    Also records which products training held out for validation, so that
+    ``eval`` can measure retrieval on photos the model never trained on.
+    """
+    result = train_and_evaluate(
         catalog.images, model_config, train_config, workdir.model
     )
+    _, val_idx = split_indices(
+        len(catalog.products),
+        train_config.validation_fraction,
+        train_config.seed,
+    )
+    held_out = [catalog.products[i].product_id for i in val_idx]
+    save_json(workdir.model / HELD_OUT_FILE, {"product_ids": held_out})
+    return result
+
+
+def held_out_split(
+    catalog: CatalogImages, workdir: Workdir
+) -> tuple[CatalogImages, CatalogImages] | None:
+    """(trained-on products, held-out products) of the run's training.
+
+    None when the run recorded no split (trained elsewhere) or none of its
+    held-out products is in this catalog.
+    """
+    path = workdir.model / HELD_OUT_FILE
+    if not path.is_file():
+        return None
+    held_out = set(json.loads(path.read_text())["product_ids"])
+    is_held = np.array([p.product_id in held_out for p in catalog.products])
+    if not is_held.any():
+        return None
+
+    def subset(mask: np.ndarray) -> CatalogImages:
+        return CatalogImages(
+            images=np.asarray(catalog.images[mask]),
+            products=[
+                p
+                for p, keep in zip(catalog.products, mask, strict=True)
+                if keep
+            ],
+        )
+
+    return subset(~is_held), subset(is_held)
 
 
 def open_index(

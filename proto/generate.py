@@ -13,7 +13,7 @@ PROTO_FILES = ("proto/lookalike/v1/lookalike.proto",)
 
 
 def generate(out_dir: Path = ROOT) -> None:
-    """Writes ``*_pb2.py``, ``*_pb2.pyi`` and ``*_pb2_grpc.py`` under out_dir."""
+    """Writes the ``*_pb2*`` modules of every service under out_dir."""
     include = Path(protoc.__file__).parent / "_proto"
     for proto_file in PROTO_FILES:
         args = [
