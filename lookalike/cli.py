@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:
+        # Orbax logs every checkpoint step through absl at INFO.
+        logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_args(demo, default=SAMPLE_CATALOG)
     _add_workdir_arg(demo)
     _add_model_args(demo)
-    _add_train_args(demo, epochs=4)
+    _add_train_args(demo, epochs=2)
     _add_index_args(demo)
     _add_server_args(demo)
     demo.add_argument(
