@@ -31,6 +31,10 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32)
     # "sigmoid" (the research) or "none".
     latent_activation: str = "sigmoid"
+    # Batch-normalise the latent before its activation. Without it the
+    # research's sigmoid saturates within an epoch or two: most latent
+    # dimensions sit at 0 or 1 for every product and carry nothing.
+    latent_norm: bool = False
     # Compute dtype of convolutions: "float32", or "bfloat16" for mixed
     # precision on a GPU/TPU (parameters stay float32).
     dtype: str = "float32"
@@ -88,3 +92,15 @@ def save_json(path: Path, values: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+# Named model settings. "research" is the notebook's model as it was: a
+# 10-dim sigmoid latent with no normalisation. "default" is what Lookalike
+# trains unless told otherwise; evaluation/RESULTS.md has the measurements
+# behind the choice.
+PRESETS: dict[str, ModelConfig] = {
+    "research": ModelConfig(
+        latent_dim=10, latent_activation="sigmoid", latent_norm=False
+    ),
+    "default": ModelConfig(),
+}

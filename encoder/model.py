@@ -408,6 +408,17 @@ class Autoencoder(nnx.Module):
             rngs=rngs,
         )
 
+        self.latent_norm = (
+            nnx.BatchNorm(
+                config.latent_dim,
+                momentum=_BN_MOMENTUM,
+                epsilon=_BN_EPSILON,
+                rngs=rngs,
+            )
+            if config.latent_norm
+            else None
+        )
+
         grid_h, grid_w = decoder_grid(config)
         self.grid = (grid_h, grid_w, config.decoder_channels[0])
         self.from_latent = nnx.Linear(
@@ -432,6 +443,8 @@ class Autoencoder(nnx.Module):
         for block in self.encoder_blocks:
             x = block(x, self.fast)
         z = self.to_latent(x.reshape(x.shape[0], -1).astype(jnp.float32))
+        if self.latent_norm is not None:
+            z = self.latent_norm(z)
         if self.config.latent_activation == "sigmoid":
             z = nnx.sigmoid(z)
         return z

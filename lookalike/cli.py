@@ -8,11 +8,12 @@ lookalike query --image PATH        ask a running server
 """
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from encoder.config import ModelConfig, TrainConfig
+from encoder.config import PRESETS, ModelConfig, TrainConfig
 from indexer.config import IndexConfig
 from server.config import ServerConfig
 
@@ -185,10 +186,20 @@ def _add_workdir_arg(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--latent-dim", type=int, default=ModelConfig.latent_dim
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="named model settings; 'research' is the notebook's model "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), default=ModelConfig.dtype
+        "--latent-dim", type=int, help="latent size (default: the preset's)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default=ModelConfig.dtype,
+        help="compute dtype; bfloat16 is mixed precision for a GPU/TPU",
     )
 
 
@@ -227,9 +238,12 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
 def _configs(args: argparse.Namespace) -> dict:
     """Builds the configs whose settings the parsed command has."""
     configs = {}
-    if hasattr(args, "latent_dim"):
-        configs["model"] = ModelConfig(
-            latent_dim=args.latent_dim, dtype=args.dtype
+    if hasattr(args, "preset"):
+        preset = PRESETS[args.preset]
+        configs["model"] = dataclasses.replace(
+            preset,
+            latent_dim=args.latent_dim or preset.latent_dim,
+            dtype=args.dtype,
         )
     if hasattr(args, "epochs"):
         configs["train"] = TrainConfig(
