@@ -20,8 +20,8 @@ class ModelConfig:
     image_height: int = 80
     image_width: int = 60
     # Size of the latent vector that describes a product. The research used
-    # 10 with a sigmoid; 3 and 100 also work.
-    latent_dim: int = 10
+    # 10; 3 and 100 also work. 64 retrieves better (evaluation/RESULTS.md).
+    latent_dim: int = 64
     # Xception-style encoder: a strided stem conv, then one separable block
     # per entry, each halving the resolution.
     stem_channels: int = 32
@@ -29,12 +29,12 @@ class ModelConfig:
     # Decoder: a dense layer to a small grid, then one upsampling block per
     # entry, each doubling the resolution; the output is cropped to size.
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32)
-    # "sigmoid" (the research) or "none".
-    latent_activation: str = "sigmoid"
+    # "sigmoid" (the research) or "none" (a batch-normalised linear latent).
+    latent_activation: str = "none"
     # Batch-normalise the latent before its activation. Without it the
     # research's sigmoid saturates within an epoch or two: most latent
     # dimensions sit at 0 or 1 for every product and carry nothing.
-    latent_norm: bool = False
+    latent_norm: bool = True
     # Compute dtype of convolutions: "float32", or "bfloat16" for mixed
     # precision on a GPU/TPU (parameters stay float32).
     dtype: str = "float32"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from encoder.config import ModelConfig
+from encoder.config import PRESETS, ModelConfig
 from encoder.model import Autoencoder, UpConv, decoder_grid, param_count
 
 # A small model: the same layers, compiled in a fraction of the time.
@@ -90,12 +90,16 @@ def test_decoder_grid_of_default_config():
 
 
 def test_latent_is_in_unit_interval_with_sigmoid():
-    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
-    z = np.asarray(_jit_call(model, "encode", _images(4, SMALL)))
+    config = dataclasses.replace(SMALL, latent_activation="sigmoid")
+    model = Autoencoder(config, rngs=nnx.Rngs(0))
+    z = np.asarray(_jit_call(model, "encode", _images(4, config)))
     assert z.min() >= 0.0 and z.max() <= 1.0
 
 
-def test_param_count_of_default_config():
+@pytest.mark.parametrize("preset", ["research", "default"])
+def test_param_count_of_presets(preset):
+    config = PRESETS[preset]
+
     def encoder_block(cin, cout):
         depthwise1, pointwise1 = 9 * cin, cin * cout + cout
         depthwise2, pointwise2 = 9 * cout, cout * cout + cout
@@ -120,16 +124,28 @@ def test_param_count_of_default_config():
         encoder_block(cin, cout)
         for cin, cout in [(32, 64), (64, 128), (128, 256)]
     )
-    to_latent = 5 * 4 * 256 * 10 + 10
-    from_latent = 10 * 5 * 4 * 256 + 5 * 4 * 256
+    latent = config.latent_dim
+    to_latent = 5 * 4 * 256 * latent + latent
+    # A batch norm's scale and bias; its running statistics are not params.
+    latent_norm = 2 * latent if config.latent_norm else 0
+    from_latent = latent * 5 * 4 * 256 + 5 * 4 * 256
     decoder = sum(
         decoder_block(cin, cout)
         for cin, cout in [(256, 256), (256, 128), (128, 64), (64, 32)]
     )
     to_pixels = 3 * 3 * 32 * 3 + 3
-    expected = stem + encoder + to_latent + from_latent + decoder + to_pixels
-    assert expected == 1_727_533
-    model = _abstract(ModelConfig())
+    expected = (
+        stem
+        + encoder
+        + to_latent
+        + latent_norm
+        + from_latent
+        + decoder
+        + to_pixels
+    )
+    if preset == "research":
+        assert expected == 1_727_533
+    model = _abstract(config)
     assert param_count(model) == expected
 
 
