@@ -41,7 +41,7 @@ class EdgeStore:
         self._shard: qe.EdgeShard | None = None
         self._settings: dict = {}
         if (self._shard_dir / "edge_config.json").exists():
-            self._shard = qe.EdgeShard.load(str(self._shard_dir))
+            self._shard = _load_shard(self._shard_dir)
             self._settings = _read_json(self._settings_path) or {}
 
     def create(
@@ -323,4 +323,20 @@ def _write_json(path: Path, value: dict) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_shard(shard_dir: Path) -> qe.EdgeShard:
+    """Opens an existing shard; one process at a time may hold it."""
+    try:
+        return qe.EdgeShard.load(str(shard_dir))
+    except Exception as error:
+        # Edge reports a shard locked by another process only through the
+        # text of a generic exception (its write-ahead log "WouldBlock").
+        if "WouldBlock" in str(error):
+            raise store.StoreInUseError(
+                f"the index at {shard_dir} is open in another process (a "
+                "running `lookalike serve`?); stop that process first, or "
+                "query the server instead"
+            ) from error
         raise

@@ -89,7 +89,9 @@ def index_catalog(
     The collection is created afresh when ``rebuild`` is set, when it does
     not exist, or when the existing index was built by another model or with
     other attribute fields; otherwise products are upserted into it, so
-    running the job twice on one catalog leaves the same points.
+    running the job twice on one catalog leaves the same points. An index
+    holding products that left the catalog is rebuilt, so that every
+    point's cluster label comes from this run's centroids.
     """
     _check_config(config)
     num_products = len(catalog.products)
@@ -142,7 +144,8 @@ def index_catalog(
         numeric_fields=numeric_fields,
         rebuild=rebuild,
     )
-    if created_because is not None:
+
+    def create() -> None:
         logger.info("creating the collection: %s", created_because)
         store.create(
             latents.shape[1],
@@ -150,19 +153,32 @@ def index_catalog(
             numeric_fields=numeric_fields,
             config=config,
         )
-    # TODO: products gone from the catalog stay in an updated index; a
-    # rebuild removes them. Acceptable while catalogs only grow.
 
-    # Upsert in batches, then build the search index.
+    def upsert_all() -> None:
+        batch_size = config.upsert_batch_size
+        for start in tqdm(
+            range(0, num_products, batch_size), desc="upserting", unit="batch"
+        ):
+            end = start + batch_size
+            store.upsert(
+                product_ids[start:end], latents[start:end], payloads[start:end]
+            )
+
     tick = time.perf_counter()
-    batch_size = config.upsert_batch_size
-    for start in tqdm(
-        range(0, num_products, batch_size), desc="upserting", unit="batch"
-    ):
-        end = start + batch_size
-        store.upsert(
-            product_ids[start:end], latents[start:end], payloads[start:end]
+    if created_because is not None:
+        create()
+    upsert_all()
+    num_points = store.count()
+    if num_points > num_products:
+        # Products missing from this catalog would keep cluster labels from
+        # the old centroids: rebuild, so the index mirrors the catalog.
+        created_because = (
+            f"the index also held {num_points - num_products} products that "
+            "are not in this catalog"
         )
+        create()
+        upsert_all()
+        num_points = store.count()
     store.optimize()
     upsert_seconds = time.perf_counter() - tick
 
@@ -171,7 +187,6 @@ def index_catalog(
         for reason, count in catalog.skipped.items()
         if reason != NO_CSV_ROW and count
     }
-    num_points = store.count()
     store.save_metadata(
         {
             "model_fingerprint": encoder.fingerprint,

@@ -117,6 +117,10 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+class StoreInUseError(ValueError):
+    """An embedded index is held open by another process."""
+
+
 def open_store(
     *,
     path: Path | None = None,

@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+import grpc
+
 from encoder.config import PRESETS, ModelConfig, TrainConfig
 from indexer.config import IndexConfig
 from server.config import ServerConfig
@@ -31,14 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     if not args.verbose:
-        # Orbax logs every checkpoint step through absl at INFO.
+        # Orbax logs every checkpoint step through absl at INFO, and JAX
+        # logs each accelerator it looks for and does not find.
         logging.getLogger("absl").setLevel(logging.WARNING)
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         # User errors: one clear line, no traceback.
         print(f"lookalike {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except grpc.RpcError as error:
+        # The server refused or could not be reached: its status says why.
+        print(
+            f"lookalike {args.command}: {error.code().name}: {error.details()}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -189,8 +200,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="named model settings; 'research' is the notebook's model "
-        "(default %(default)s)",
+        help="named model settings: 'default' (Lookalike's choice, see "
+        "evaluation/RESULTS.md) or 'research' (the notebook's model)",
     )
     parser.add_argument(
         "--latent-dim", type=int, help="latent size (default: the preset's)"
@@ -310,7 +321,7 @@ def _run_index(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    print(f"indexed {report.num_indexed} products; {report.summary()}")
+    print(report.summary())
     return 0
 
 
@@ -436,6 +447,7 @@ def _run_query(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 offset=args.offset,
                 filter=query_filter,
+                exclude_ids=args.exclude,
             )
         else:
             response = client.query_by_id(
@@ -445,7 +457,7 @@ def _run_query(args: argparse.Namespace) -> int:
                 filter=query_filter,
                 exclude_ids=args.exclude,
             )
-    print(format_results(response))
+    print(format_results(response, offset=args.offset))
     return 0
 
 

@@ -195,15 +195,22 @@ def _value(text: str) -> lookalike_pb2.Value:
 
 
 def format_results(
-    response: lookalike_pb2.QueryResponse, *, max_attributes: int = 3
+    response: lookalike_pb2.QueryResponse,
+    *,
+    max_attributes: int = 3,
+    offset: int = 0,
 ) -> str:
-    """A readable table: rank, product ID, distance, cluster, attributes."""
+    """A readable table: rank, product ID, distance, cluster, attributes.
+
+    Ranks continue from ``offset``, so a second page starts where the first
+    ended.
+    """
     lines = [f"query cluster: {response.query_cluster}"]
     if not response.results:
         lines.append("no results")
         return "\n".join(lines)
     rows = [("rank", "product_id", "distance", "cluster", "attributes")]
-    for rank, result in enumerate(response.results, start=1):
+    for rank, result in enumerate(response.results, start=offset + 1):
         attributes = ", ".join(
             f"{key}={_format_value(result.attributes[key])}"
             for key in sorted(result.attributes)[:max_attributes]
@@ -212,7 +219,7 @@ def format_results(
             (
                 str(rank),
                 result.product_id,
-                f"{result.distance:.4f}",
+                f"{result.distance:.4g}",
                 str(result.cluster),
                 attributes,
             )

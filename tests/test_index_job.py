@@ -109,6 +109,17 @@ def test_rebuild_recreates_the_collection(indexed, encoder):
     assert (report.created_because is not None, store.count()) == (True, 8)
 
 
+def test_smaller_catalog_rebuilds_so_no_stale_labels_stay(indexed, encoder):
+    store, _ = indexed
+
+    report = index_catalog(_catalog(8), encoder, store, INDEX_CONFIG)
+
+    assert ("not in this catalog" in report.created_because, store.count()) == (
+        True,
+        8,
+    )
+
+
 def test_another_model_recreates_the_collection(indexed, other_encoder):
     store, _ = indexed
 

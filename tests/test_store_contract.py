@@ -11,7 +11,7 @@ import pytest
 
 from indexer.config import IndexConfig
 from indexer.filters import CLUSTER_FIELD, Filter, Match, Range
-from indexer.store import open_store
+from indexer.store import StoreInUseError, open_store
 
 DIM = 8
 NUM_POINTS = 200
@@ -405,3 +405,17 @@ def test_range_without_bounds_is_refused(filled):
 def test_open_store_refuses_ambiguous_targets(kwargs):
     with pytest.raises(ValueError):
         open_store(**kwargs)
+
+
+def test_edge_index_held_by_another_store_is_refused_clearly(tmp_path):
+    # The embedded shard allows one holder; a second (say `lookalike eval`
+    # while `lookalike serve` runs) gets a message instead of a crash.
+    holder = open_store(path=tmp_path)
+    _fill(holder)
+    holder.close()
+    holder = open_store(path=tmp_path)
+    try:
+        with pytest.raises(StoreInUseError, match="open in another process"):
+            open_store(path=tmp_path)
+    finally:
+        holder.close()
