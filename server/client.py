@@ -219,7 +219,7 @@ def format_results(
             (
                 str(rank),
                 result.product_id,
-                f"{result.distance:.4g}",
+                f"{result.distance:.4f}",
                 str(result.cluster),
                 attributes,
             )
