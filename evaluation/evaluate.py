@@ -117,8 +117,13 @@ def evaluate_run(
             results["clusters"] = _cluster_section(
                 store, latents, catalog, methods, notes, seed
             )
+            # Held-out queries may be indexed too (the default split is):
+            # exact search then covers them as well.
+            indexed = [p.product_id for p in catalog.products]
+            if queries is not None:
+                indexed += [p.product_id for p in queries.products]
             results["index"] = _index_section(
-                store, catalog, recall_queries, encoder, notes, seed
+                store, indexed, recall_queries, encoder, notes, seed
             )
     finally:
         if own_store and store is not None:
@@ -342,7 +347,7 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def _index_section(
     store: VectorStore,
-    catalog: CatalogImages,
+    product_ids: list[str],
     num_queries: int,
     encoder: Encoder,
     notes: list[str],
@@ -357,7 +362,6 @@ def _index_section(
         )
     # Exact search runs over the vectors the index holds, so recall measures
     # only the approximate search, not re-encoding differences.
-    product_ids = [product.product_id for product in catalog.products]
     points = []
     for start in range(0, len(product_ids), RETRIEVE_BATCH):
         points += store.retrieve(product_ids[start : start + RETRIEVE_BATCH])
