@@ -12,12 +12,18 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from encoder.config import PRESETS, ModelConfig, TrainConfig
 from indexer.config import IndexConfig
 from server.config import ServerConfig
+
+if TYPE_CHECKING:
+    from encoder.catalog import CatalogImages
+    from indexer.store import VectorStore
+    from lookalike.workdir import Workdir
 
 # Relative to the repository root, where the README's commands run.
 SAMPLE_CATALOG = "../shared/datasets/fashion-products"
@@ -272,6 +278,36 @@ def _configs(args: argparse.Namespace) -> dict:
     return configs
 
 
+def _open_store(args: argparse.Namespace, workdir: "Workdir") -> "VectorStore":
+    """The run's embedded index, or the Qdrant server the command names."""
+    from lookalike import jobs
+
+    return jobs.open_index(
+        workdir,
+        qdrant_url=args.qdrant_url,
+        qdrant_api_key=args.qdrant_api_key,
+        collection=args.collection,
+    )
+
+
+def _trained_model_catalog(
+    args: argparse.Namespace, workdir: "Workdir"
+) -> tuple[ModelConfig, "CatalogImages"]:
+    """The trained model's config and the catalog at its input size."""
+    from encoder.encode import Encoder
+    from lookalike import jobs
+
+    model_config = Encoder.load(workdir.model).config
+    catalog = jobs.load_images(
+        args.catalog,
+        csv_path=args.csv,
+        model_config=model_config,
+        workdir=workdir,
+        limit=args.limit,
+    )
+    return model_config, catalog
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from lookalike import jobs
     from lookalike.workdir import Workdir
@@ -295,26 +331,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from encoder.encode import Encoder
     from lookalike import jobs
     from lookalike.workdir import Workdir
 
     configs = _configs(args)
     workdir = Workdir(args.workdir)
-    model_config = Encoder.load(workdir.model).config
-    catalog = jobs.load_images(
-        args.catalog,
-        csv_path=args.csv,
-        model_config=model_config,
-        workdir=workdir,
-        limit=args.limit,
-    )
-    store = jobs.open_index(
-        workdir,
-        qdrant_url=args.qdrant_url,
-        qdrant_api_key=args.qdrant_api_key,
-        collection=args.collection,
-    )
+    _, catalog = _trained_model_catalog(args, workdir)
+    store = _open_store(args, workdir)
     try:
         report = jobs.index(
             catalog, workdir, store, configs["index"], rebuild=args.rebuild
@@ -331,12 +354,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     configs = _configs(args)
     workdir = Workdir(args.workdir)
-    store = jobs.open_index(
-        workdir,
-        qdrant_url=args.qdrant_url,
-        qdrant_api_key=args.qdrant_api_key,
-        collection=args.collection,
-    )
+    store = _open_store(args, workdir)
     try:
         jobs.run_server(
             workdir,
@@ -354,20 +372,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from encoder.encode import Encoder
     from evaluation.evaluate import evaluate_run, format_table
     from lookalike import jobs
     from lookalike.workdir import Workdir
 
     workdir = Workdir(args.workdir)
-    model_config = Encoder.load(workdir.model).config
-    catalog = jobs.load_images(
-        args.catalog,
-        csv_path=args.csv,
-        model_config=model_config,
-        workdir=workdir,
-        limit=args.limit,
-    )
+    model_config, catalog = _trained_model_catalog(args, workdir)
     queries = None
     if args.queries:
         queries = jobs.load_images(
@@ -379,12 +389,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     elif split := jobs.held_out_split(catalog, workdir):
         # Query with the photos training held out, against the others.
         catalog, queries = split
-    store = jobs.open_index(
-        workdir,
-        qdrant_url=args.qdrant_url,
-        qdrant_api_key=args.qdrant_api_key,
-        collection=args.collection,
-    )
+    store = _open_store(args, workdir)
     try:
         results = evaluate_run(
             workdir.root,
@@ -403,26 +408,12 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from encoder.encode import Encoder
     from evaluation.report import build_report
-    from lookalike import jobs
     from lookalike.workdir import Workdir
 
     workdir = Workdir(args.workdir)
-    model_config = Encoder.load(workdir.model).config
-    catalog = jobs.load_images(
-        args.catalog,
-        csv_path=args.csv,
-        model_config=model_config,
-        workdir=workdir,
-        limit=args.limit,
-    )
-    store = jobs.open_index(
-        workdir,
-        qdrant_url=args.qdrant_url,
-        qdrant_api_key=args.qdrant_api_key,
-        collection=args.collection,
-    )
+    _, catalog = _trained_model_catalog(args, workdir)
+    store = _open_store(args, workdir)
     try:
         page = build_report(
             workdir.root,
