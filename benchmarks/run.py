@@ -406,17 +406,13 @@ def _serve_catalog(
     product_ids = [point.product_id for point in points]
     name = f"photos-{len(product_ids)}"
     logger.info("serving %s", name)
-    numbers = serving.measure_server(
+    numbers = _measure(
+        config,
         served.root,
         logs / f"server-{name}.log",
-        product_ids=product_ids,
-        vectors=vectors,
-        query_images=query_images,
-        concurrency=config.concurrency,
-        duration_s=config.duration_s,
-        warmup_s=config.warmup_s,
-        recall_queries=config.recall_queries,
-        seed=config.seed,
+        product_ids,
+        vectors,
+        query_images,
     )
     entry = {
         "name": name,
@@ -434,6 +430,29 @@ def _serve_catalog(
         "points_per_s": job.num_indexed / job.total_seconds,
     }
     return entry, timings
+
+
+def _measure(
+    config: BenchConfig,
+    workdir: Path,
+    log: Path,
+    product_ids: list[str],
+    vectors: np.ndarray,
+    query_images: list[bytes],
+) -> dict:
+    """Serves workdir in a subprocess and loads it as config says."""
+    return serving.measure_server(
+        workdir,
+        log,
+        product_ids=product_ids,
+        vectors=vectors,
+        query_images=query_images,
+        concurrency=config.concurrency,
+        duration_s=config.duration_s,
+        warmup_s=config.warmup_s,
+        recall_queries=config.recall_queries,
+        seed=config.seed,
+    )
 
 
 def _serve_synthetic(
@@ -457,17 +476,13 @@ def _serve_synthetic(
         build["optimize_s"],
     )
     name = f"synthetic-{size}"
-    numbers = serving.measure_server(
+    numbers = _measure(
+        config,
         served.root,
         logs / f"server-{name}.log",
-        product_ids=product_ids,
-        vectors=vectors,
-        query_images=query_images,
-        concurrency=config.concurrency,
-        duration_s=config.duration_s,
-        warmup_s=config.warmup_s,
-        recall_queries=config.recall_queries,
-        seed=config.seed,
+        product_ids,
+        vectors,
+        query_images,
     )
     entry = {
         "name": name,
