@@ -43,10 +43,13 @@ def bench_train(fast: bool, batch_size: int, reps: int) -> None:
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (batch_size, 80, 60, 3), dtype=np.uint8)
     weights = np.ones(batch_size, np.float32)
+    key = jax.random.key(0)
 
     def step():
-        holder["state"], loss = train_step(holder["state"], batch, weights)
-        return loss
+        holder["state"], losses = train_step(
+            holder["state"], batch, weights, key
+        )
+        return losses["loss"]
 
     seconds, compile_seconds = _median_seconds(step, reps)
     print(

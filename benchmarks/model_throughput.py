@@ -56,10 +56,13 @@ def measure_lookalike(
     holder = {"state": create_state(model, tx)}
     batch = np.resize(images, (train_batch, *images.shape[1:]))
     weights = np.ones(train_batch, np.float32)
+    key = jax.random.key(0)
 
     def step() -> None:
-        holder["state"], loss = train_step(holder["state"], batch, weights)
-        jax.block_until_ready(loss)
+        holder["state"], losses = train_step(
+            holder["state"], batch, weights, key
+        )
+        jax.block_until_ready(losses["loss"])
 
     logger.info("timing Lookalike train step (batch %d)", train_batch)
     train = time_calls(step, reps=reps, warmup=warmup)

@@ -61,6 +61,18 @@ class TrainConfig:
     patience: int = 3
     # Seeds parameter initialisation, the split and the shuffling.
     seed: int = 0
+    # "constant", or "cosine": decay to zero over ``epochs`` epochs.
+    lr_schedule: str = "constant"
+    # Train on randomly flipped, zoomed and shifted copies of the photos
+    # (encoder/augment.py); the reconstruction target follows the copy.
+    augment: bool = False
+    # Weight of a contrastive term on the latent (SimCLR's NT-Xent): the
+    # latents of two random views of a photo, one also colour-jittered,
+    # should be nearer to each other than to the rest of the batch. 0 trains
+    # a plain autoencoder; the reconstruction loss always stays.
+    contrastive_weight: float = 0.0
+    # Temperature of the contrastive term's softmax over cosine similarity.
+    contrastive_temperature: float = 0.2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from encoder import augment
 from encoder.checkpoint import CheckpointWriter
 from encoder.config import ModelConfig, TrainConfig, save_json
 from encoder.encode import Encoder
@@ -65,45 +66,135 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _batch_loss(x_hat: jax.Array, batch: jax.Array, weights: jax.Array):
-    """Weighted mean over images of the per-image pixel MSE, in float32."""
-    x = batch.astype(jnp.float32) / 255.0
+def _batch_loss(x_hat: jax.Array, target: jax.Array, weights: jax.Array):
+    """Weighted mean over images of the per-image pixel MSE, in float32.
+
+    ``target`` is uint8 or float in [0, 1].
+    """
+    if target.dtype == jnp.uint8:
+        target = target.astype(jnp.float32) / 255.0
     per_image = jnp.mean(
-        jnp.square(x_hat.astype(jnp.float32) - x), axis=(1, 2, 3)
+        jnp.square(x_hat.astype(jnp.float32) - target), axis=(1, 2, 3)
     )
     return jnp.sum(per_image * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def make_steps(model: Autoencoder, tx: optax.GradientTransformation):
+def contrastive_loss(
+    z1: jax.Array, z2: jax.Array, weights: jax.Array, temperature: float
+) -> jax.Array:
+    """NT-Xent over a batch of latent pairs [N, D], weighted per image.
+
+    Each of the 2N views should find its partner, by cosine similarity,
+    among the other 2N - 1; padding (weight 0) is neither a query nor a
+    negative.
+    """
+    n = z1.shape[0]
+    z = jnp.concatenate([z1, z2]).astype(jnp.float32)
+    z = z / jnp.maximum(jnp.linalg.norm(z, axis=1, keepdims=True), 1e-6)
+    w = jnp.concatenate([weights, weights])
+    logits = z @ z.T / temperature
+    valid = (w[None, :] > 0) & ~jnp.eye(2 * n, dtype=bool)
+    # A large finite value rather than -inf keeps padded rows free of NaN.
+    logits = jnp.where(valid, logits, -1e9)
+    partner = jnp.concatenate([jnp.arange(n) + n, jnp.arange(n)])
+    positive = logits[jnp.arange(2 * n), partner]
+    per_view = jax.nn.logsumexp(logits, axis=1) - positive
+    return jnp.sum(per_view * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def make_optimizer(
+    train_config: TrainConfig, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    """Adam at the configured learning rate and schedule."""
+    if train_config.lr_schedule == "cosine":
+        rate = optax.cosine_decay_schedule(
+            train_config.learning_rate,
+            decay_steps=train_config.epochs * steps_per_epoch,
+        )
+        return optax.adam(rate)
+    return optax.adam(train_config.learning_rate)
+
+
+def make_steps(
+    model: Autoencoder,
+    tx: optax.GradientTransformation,
+    train_config: TrainConfig | None = None,
+):
     """Builds jitted (train_step, eval_step, reconstruct_step) for model.
 
     The steps are pure functions of a TrainState, which jax.jit compiles
-    once per batch shape; the model's graph is closed over.
+    once per batch shape; the model's graph is closed over. train_step
+    takes a PRNG key for the random views that ``train_config`` asks for
+    and returns the new state and the batch's losses: "reconstruction"
+    (pixel MSE, comparable with eval_step), "contrastive" (0 when off) and
+    "loss", the weighted sum that is minimised.
     """
+    train_config = train_config or TrainConfig()
     model.train()
     train_graph, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.eval()
     eval_graph, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
     model.train()
+    contrastive = train_config.contrastive_weight > 0.0
 
-    def train_step(state: TrainState, batch, weights):
+    def train_step(state: TrainState, batch, weights, key):
+        images = batch.astype(jnp.float32) / 255.0
+        view_key, other_key, colour_key = jax.random.split(key, 3)
+        if train_config.augment:
+            images = augment.geometric_view(view_key, images)
+
         def loss_fn(params, batch_stats):
             model = nnx.merge(train_graph, params, batch_stats, copy=True)
-            x_hat, _ = model(batch)
-            loss = _batch_loss(x_hat, batch, weights)
-            return loss, nnx.state(model, nnx.BatchStat)
+            x_hat, z = model(images)
+            losses = {"reconstruction": _batch_loss(x_hat, images, weights)}
+            losses["contrastive"] = jnp.zeros((), jnp.float32)
+            if contrastive:
+                other = augment.photometric_view(
+                    colour_key, augment.geometric_view(other_key, images)
+                )
+                losses["contrastive"] = contrastive_loss(
+                    z,
+                    model.encode(other),
+                    weights,
+                    train_config.contrastive_temperature,
+                )
+            losses["loss"] = (
+                losses["reconstruction"]
+                + train_config.contrastive_weight * losses["contrastive"]
+            )
+            return losses["loss"], (nnx.state(model, nnx.BatchStat), losses)
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats
-        )
+        (_, (batch_stats, losses)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True
+        )(state.params, state.batch_stats)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, batch_stats, opt_state), loss
+        return TrainState(params, batch_stats, opt_state), losses
 
-    def eval_step(state: TrainState, batch, weights):
+    def eval_step(state: TrainState, batch, weights, key):
+        # The same losses as train_step, on the unchanged photos; the
+        # contrastive term compares each photo with one random view of it.
         model = nnx.merge(eval_graph, state.params, state.batch_stats)
-        x_hat, _ = model(batch)
-        return _batch_loss(x_hat, batch, weights)
+        images = batch.astype(jnp.float32) / 255.0
+        x_hat, z = model(images)
+        losses = {"reconstruction": _batch_loss(x_hat, images, weights)}
+        losses["contrastive"] = jnp.zeros((), jnp.float32)
+        if contrastive:
+            view_key, colour_key = jax.random.split(key)
+            other = augment.photometric_view(
+                colour_key, augment.geometric_view(view_key, images)
+            )
+            losses["contrastive"] = contrastive_loss(
+                z,
+                model.encode(other),
+                weights,
+                train_config.contrastive_temperature,
+            )
+        losses["loss"] = (
+            losses["reconstruction"]
+            + train_config.contrastive_weight * losses["contrastive"]
+        )
+        return losses
 
     def reconstruct_step(state: TrainState, batch):
         model = nnx.merge(eval_graph, state.params, state.batch_stats)
@@ -166,6 +257,21 @@ def _validate(
         )
     if train_config.patience < 1:
         raise ValueError(f"patience must be >= 1, got {train_config.patience}")
+    if train_config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(
+            "lr_schedule must be 'constant' or 'cosine', got "
+            f"{train_config.lr_schedule!r}"
+        )
+    if not train_config.contrastive_weight >= 0.0:
+        raise ValueError(
+            "contrastive_weight must be >= 0, got "
+            f"{train_config.contrastive_weight}"
+        )
+    if not train_config.contrastive_temperature > 0.0:
+        raise ValueError(
+            "contrastive_temperature must be positive, got "
+            f"{train_config.contrastive_temperature}"
+        )
     if not train_config.learning_rate > 0.0:
         raise ValueError(
             f"learning_rate must be positive, got {train_config.learning_rate}"
@@ -192,6 +298,29 @@ def _padded_batches(
         # images inside a batch does not change its gradient.
         order = np.argsort(chunk, kind="stable")
         yield np.asarray(images[chunk[order]]), weights[order]
+
+
+class _LossSums:
+    """Image-weighted running means of a step's losses."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weight = 0.0
+
+    def add(self, losses: dict, weights: np.ndarray) -> dict[str, float]:
+        """Adds one batch; returns its losses as floats."""
+        losses = {name: float(value) for name, value in losses.items()}
+        weight = float(weights.sum())
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value * weight
+        self.weight += weight
+        return losses
+
+    def mean(self) -> dict[str, float]:
+        return {
+            name: total / max(self.weight, 1.0)
+            for name, total in self.sums.items()
+        }
 
 
 def _check_finite(loss: float, where: str, train_config: TrainConfig):
@@ -252,8 +381,13 @@ def train_and_evaluate(
     rng = np.random.default_rng(train_config.seed)
     model = Autoencoder(model_config, rngs=nnx.Rngs(train_config.seed))
     logger.info("model has %d parameters", param_count(model))
-    tx = optax.adam(train_config.learning_rate)
-    train_step, eval_step, reconstruct_step = make_steps(model, tx)
+    tx = make_optimizer(train_config, steps_per_epoch)
+    train_step, eval_step, reconstruct_step = make_steps(
+        model, tx, train_config
+    )
+    step_keys = jax.random.key(train_config.seed)
+    # Fixed across epochs, so validation losses compare like with like.
+    val_keys = jax.random.key(train_config.seed + 1)
     state = create_state(model, tx)
     writer = CheckpointWriter(workdir / "checkpoint")
 
@@ -271,15 +405,20 @@ def train_and_evaluate(
                 unit="batch",
                 leave=False,
             )
-            loss_sum, seen = 0.0, 0.0
+            sums = _LossSums()
             for batch_num, (batch, weights) in enumerate(bar, start=1):
                 step += 1
                 if step == 1:
                     logger.info("compiling the first step")
-                state, loss = train_step(state, batch, weights)
-                loss = float(loss)
+                state, losses = train_step(
+                    state,
+                    batch,
+                    weights,
+                    jax.random.fold_in(step_keys, step),
+                )
+                losses = sums.add(losses, weights)
                 _check_finite(
-                    loss,
+                    losses["loss"],
                     f"step {step} (epoch {epoch}, batch {batch_num})",
                     train_config,
                 )
@@ -288,19 +427,24 @@ def train_and_evaluate(
                         "first step done after %.1fs",
                         time.perf_counter() - start,
                     )
-                loss_sum += loss * float(weights.sum())
-                seen += float(weights.sum())
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            train_loss = loss_sum / len(train_idx)
+                bar.set_postfix(loss=f"{sums.mean()['loss']:.4f}")
+            train_losses = sums.mean()
 
-            val_sum = 0.0
-            for batch, weights in _padded_batches(
-                images, val_idx, eval_batch_size, val_idx
+            sums = _LossSums()
+            for batch_num, (batch, weights) in enumerate(
+                _padded_batches(images, val_idx, eval_batch_size, val_idx)
             ):
-                val_sum += float(eval_step(state, batch, weights)) * float(
-                    weights.sum()
+                sums.add(
+                    eval_step(
+                        state,
+                        batch,
+                        weights,
+                        jax.random.fold_in(val_keys, batch_num),
+                    ),
+                    weights,
                 )
-            val_loss = val_sum / len(val_idx)
+            val_losses = sums.mean()
+            train_loss, val_loss = train_losses["loss"], val_losses["loss"]
             _check_finite(
                 val_loss, f"validation after epoch {epoch}", train_config
             )
@@ -314,6 +458,10 @@ def train_and_evaluate(
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "val_loss": val_loss,
+                "train_reconstruction": train_losses["reconstruction"],
+                "val_reconstruction": val_losses["reconstruction"],
+                "train_contrastive": train_losses["contrastive"],
+                "val_contrastive": val_losses["contrastive"],
                 "seconds": seconds,
                 "images_per_second": len(train_idx) / seconds,
             }

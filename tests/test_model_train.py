@@ -55,8 +55,12 @@ def test_writes_history_per_epoch(trained):
             "epoch",
             "images_per_second",
             "seconds",
+            "train_contrastive",
             "train_loss",
+            "train_reconstruction",
+            "val_contrastive",
             "val_loss",
+            "val_reconstruction",
         ]
     ]
 
@@ -126,9 +130,37 @@ def test_split_is_deterministic_and_disjoint():
         (np.zeros((4, 14, 20, 3), np.uint8), {}, "expects"),
         (_images(4), {"validation_fraction": 1.0}, "validation_fraction"),
         (_images(4), {"learning_rate": 0.0}, "learning_rate"),
+        (_images(4), {"lr_schedule": "step"}, "lr_schedule"),
+        (_images(4), {"contrastive_weight": -1.0}, "contrastive_weight"),
+        (_images(4), {"contrastive_temperature": 0.0}, "temperature"),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, images, change, message):
     config = dataclasses.replace(ONE_EPOCH, **change)
     with pytest.raises(ValueError, match=message):
         train_and_evaluate(images, SMALL, config, tmp_path)
+
+
+def test_plain_training_has_no_contrastive_loss(trained):
+    entry = trained.history[0]
+    assert entry["train_contrastive"] == entry["val_contrastive"] == 0.0
+    assert entry["train_loss"] == entry["train_reconstruction"]
+    assert entry["val_loss"] == entry["val_reconstruction"]
+
+
+def test_contrastive_training_adds_the_weighted_term(tmp_path):
+    config = dataclasses.replace(
+        ONE_EPOCH,
+        augment=True,
+        contrastive_weight=0.5,
+        lr_schedule="cosine",
+    )
+    result = train_and_evaluate(_images(40), SMALL, config, tmp_path)
+    entry = result.history[0]
+    # 2 x 32 views: a random guess costs about log(63) = 4.1.
+    assert 0.0 < entry["train_contrastive"] < 10.0
+    assert entry["val_loss"] == pytest.approx(
+        entry["val_reconstruction"] + 0.5 * entry["val_contrastive"]
+    )
+    again = train_and_evaluate(_images(40), SMALL, config, tmp_path / "2")
+    assert again.history[0]["train_loss"] == entry["train_loss"]
