@@ -35,6 +35,10 @@ class ModelConfig:
     # research's sigmoid saturates within an epoch or two: most latent
     # dimensions sit at 0 or 1 for every product and carry nothing.
     latent_norm: bool = True
+    # Serve the latent PCA-whitened (encoder/whitening.py): decorrelated,
+    # unit variance along each principal axis, fitted on the training
+    # photos once training ends.
+    whiten_latent: bool = False
     # Compute dtype of convolutions: "float32", or "bfloat16" for mixed
     # precision on a GPU/TPU (parameters stay float32).
     dtype: str = "float32"
@@ -106,13 +110,26 @@ def save_json(path: Path, values: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-# Named model settings. "research" is the notebook's model as it was: a
-# 10-dim sigmoid latent with no normalisation. "default" is what Lookalike
-# trains unless told otherwise; evaluation/RESULTS.md has the measurements
-# behind the choice.
-PRESETS: dict[str, ModelConfig] = {
-    "research": ModelConfig(
-        latent_dim=10, latent_activation="sigmoid", latent_norm=False
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named pair of model and training settings. The command line's
+    --epochs, --batch-size, --learning-rate and --seed replace the
+    training settings of the same names."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+
+# "research" is the notebook's model as it was: a 10-dim sigmoid latent with
+# no normalisation, trained on the pixel MSE alone. "default" is what
+# Lookalike trains unless told otherwise; evaluation/RESULTS.md has the
+# measurements behind the choice.
+PRESETS: dict[str, Preset] = {
+    "research": Preset(
+        ModelConfig(
+            latent_dim=10, latent_activation="sigmoid", latent_norm=False
+        ),
+        TrainConfig(),
     ),
-    "default": ModelConfig(),
+    "default": Preset(ModelConfig(), TrainConfig()),
 }

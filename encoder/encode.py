@@ -22,18 +22,23 @@ from tqdm import tqdm
 from encoder.checkpoint import restore_model
 from encoder.config import ModelConfig
 from encoder.model import Autoencoder
+from encoder.whitening import Whitening
 
 logger = logging.getLogger(__name__)
 
 # Batch sizes with a compiled function; a smaller batch is padded to the
 # next one. Powers of two keep padding below 2x and compilations few.
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Written beside the checkpoint by training when the config whitens.
+WHITENING_FILE = "whitening.npz"
 
 
-def _fingerprint(config: ModelConfig, state: Any) -> str:
+def _fingerprint(config: ModelConfig, state: Any, white: Any = None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     leaves = jax.tree_util.tree_leaves_with_path(state)
+    if white is not None:
+        leaves += jax.tree_util.tree_leaves_with_path({"whitening": white})
     for path, leaf in sorted(leaves, key=lambda item: str(item[0])):
         array = np.asarray(leaf)
         digest.update(jax.tree_util.keystr(path).encode())
@@ -58,7 +63,19 @@ class Encoder:
     may be called from several threads at once.
     """
 
-    def __init__(self, model: Autoencoder, config: ModelConfig):
+    def __init__(
+        self,
+        model: Autoencoder,
+        config: ModelConfig,
+        whitening: Whitening | None = None,
+    ):
+        if config.whiten_latent and whitening is None:
+            raise ValueError(
+                "the model config whitens its latent; pass the Whitening "
+                "fitted after training"
+            )
+        if whitening is not None and not config.whiten_latent:
+            raise ValueError("whitening given but the config does not whiten")
         model = nnx.clone(model)
         # Running averages, not batch statistics, so that an image's latent
         # does not depend on the other images in its batch.
@@ -66,19 +83,28 @@ class Encoder:
         graphdef, state = nnx.split(model)
         # On the device once, not transferred again with every batch.
         state = jax.device_put(state)
+        white = None
+        if whitening is not None:
+            white = jax.device_put((whitening.mean, whitening.matrix))
         self.config = config
-        self.fingerprint = _fingerprint(config, state)
-        self._state = state
+        self.fingerprint = _fingerprint(config, state, white)
+        self._state = (state, white)
         # Counts traces (= compilations) of the jitted functions, for tests.
         self.trace_count = 0
         self._lock = threading.Lock()
 
-        def encode_fn(state, images):
+        def encode_fn(variables, images):
             self._count_trace()
-            return nnx.merge(graphdef, state).encode(images)
+            state, white = variables
+            z = nnx.merge(graphdef, state).encode(images)
+            if white is not None:
+                mean, matrix = white
+                z = (z - mean) @ matrix
+            return z
 
-        def reconstruct_fn(state, images):
+        def reconstruct_fn(variables, images):
             self._count_trace()
+            state, _ = variables
             x_hat, _ = nnx.merge(graphdef, state)(images)
             return jnp.round(x_hat * 255.0).astype(jnp.uint8)
 
@@ -90,9 +116,14 @@ class Encoder:
             self.trace_count += 1
 
     @classmethod
-    def from_model(cls, model: Autoencoder, config: ModelConfig) -> Self:
+    def from_model(
+        cls,
+        model: Autoencoder,
+        config: ModelConfig,
+        whitening: Whitening | None = None,
+    ) -> Self:
         """Wraps an in-memory model (e.g. right after training)."""
-        return cls(model, config)
+        return cls(model, config, whitening)
 
     @classmethod
     def load(cls, workdir: Path, *, fast: bool = True) -> Self:
@@ -113,7 +144,16 @@ class Encoder:
                 f"section ({error})"
             ) from error
         model = restore_model(workdir / "checkpoint", config, fast=fast)
-        encoder = cls(model, config)
+        whitening = None
+        if config.whiten_latent:
+            path = workdir / WHITENING_FILE
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: the model whitens its latent but "
+                    "training did not finish writing it; train again"
+                )
+            whitening = Whitening.load(path)
+        encoder = cls(model, config, whitening)
         logger.info(
             "loaded model %s from %s (latent_dim=%d)",
             encoder.fingerprint,

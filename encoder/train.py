@@ -2,9 +2,10 @@
 
 ``train_and_evaluate`` is the library entry point the command line and the
 tests call: it splits the images into train and validation sets, trains
-with Adam on the pixel MSE, keeps the checkpoint with the best validation
-loss and writes config.json, history.json and reconstructions.npz into the
-workdir.
+with Adam on the pixel MSE (plus, when configured, a contrastive term on
+the latent of augmented views), keeps the checkpoint with the best
+validation loss and writes config.json, history.json, reconstructions.npz
+and, for a whitened latent, whitening.npz into the workdir.
 """
 
 import dataclasses
@@ -26,8 +27,9 @@ from tqdm import tqdm
 from encoder import augment
 from encoder.checkpoint import CheckpointWriter
 from encoder.config import ModelConfig, TrainConfig, save_json
-from encoder.encode import Encoder
+from encoder.encode import WHITENING_FILE, Encoder
 from encoder.model import Autoencoder, param_count, validate_config
+from encoder.whitening import Whitening
 
 logger = logging.getLogger(__name__)
 
@@ -331,6 +333,20 @@ def _check_finite(loss: float, where: str, train_config: TrainConfig):
         )
 
 
+def _fit_whitening(
+    model: Autoencoder,
+    model_config: ModelConfig,
+    images: np.ndarray,
+    train_idx: np.ndarray,
+) -> Whitening:
+    """Whitening fitted on the training images' raw latents."""
+    logger.info("fitting the latent whitening on %d images", len(train_idx))
+    raw = Encoder.from_model(
+        model, dataclasses.replace(model_config, whiten_latent=False)
+    )
+    return Whitening.fit(raw.encode(np.asarray(images[np.sort(train_idx)])))
+
+
 def _save_history(path: Path, history: list[dict[str, float]]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(history, indent=2) + "\n")
@@ -501,9 +517,12 @@ def train_and_evaluate(
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     nnx.replace_by_pure_dict(params, best_variables["params"])
     nnx.replace_by_pure_dict(batch_stats, best_variables["batch_stats"])
-    encoder = Encoder.from_model(
-        nnx.merge(graphdef, params, batch_stats), model_config
-    )
+    best_model = nnx.merge(graphdef, params, batch_stats)
+    whitening = None
+    if model_config.whiten_latent:
+        whitening = _fit_whitening(best_model, model_config, images, train_idx)
+        whitening.save(workdir / WHITENING_FILE)
+    encoder = Encoder.from_model(best_model, model_config, whitening)
     logger.info(
         "trained %d epochs; best val_loss=%.5f at epoch %d; saved to %s",
         len(history),

@@ -206,8 +206,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="named model settings: 'default' (Lookalike's choice, see "
-        "evaluation/RESULTS.md) or 'research' (the notebook's model)",
+        help="named model and training settings: 'default' (Lookalike's "
+        "choice, see evaluation/RESULTS.md) or 'research' (the notebook's "
+        "model)",
     )
     parser.add_argument(
         "--latent-dim", type=int, help="latent size (default: the preset's)"
@@ -229,6 +230,12 @@ def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
         "--learning-rate", type=float, default=TrainConfig.learning_rate
     )
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument(
+        "--contrastive-weight",
+        type=float,
+        help="weight of the contrastive term on the latent; 0 trains a "
+        "plain autoencoder (default: the preset's)",
+    )
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -255,19 +262,24 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
 def _configs(args: argparse.Namespace) -> dict:
     """Builds the configs whose settings the parsed command has."""
     configs = {}
+    preset = PRESETS[getattr(args, "preset", "default")]
     if hasattr(args, "preset"):
-        preset = PRESETS[args.preset]
         configs["model"] = dataclasses.replace(
-            preset,
-            latent_dim=args.latent_dim or preset.latent_dim,
+            preset.model,
+            latent_dim=args.latent_dim or preset.model.latent_dim,
             dtype=args.dtype,
         )
     if hasattr(args, "epochs"):
-        configs["train"] = TrainConfig(
+        contrastive_weight = args.contrastive_weight
+        if contrastive_weight is None:
+            contrastive_weight = preset.train.contrastive_weight
+        configs["train"] = dataclasses.replace(
+            preset.train,
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             seed=args.seed,
+            contrastive_weight=contrastive_weight,
         )
     if hasattr(args, "clusters"):
         configs["index"] = IndexConfig(

@@ -98,7 +98,7 @@ def test_latent_is_in_unit_interval_with_sigmoid():
 
 @pytest.mark.parametrize("preset", ["research", "default"])
 def test_param_count_of_presets(preset):
-    config = PRESETS[preset]
+    config = PRESETS[preset].model
 
     def encoder_block(cin, cout):
         depthwise1, pointwise1 = 9 * cin, cin * cout + cout
