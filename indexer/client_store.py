@@ -151,17 +151,23 @@ class ClientStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[Hit]:
         self._require_collection()
-        query = self._check_query(vector, limit, offset)
-        response = self._client.query_points(
-            collection_name=self._collection,
-            query=query,
-            query_filter=_client_filter(filter, exclude_ids),
-            search_params=self._search_params(),
-            limit=limit,
-            offset=offset,
-            with_payload=True,
+        vector = self._check_query(vector, limit, offset)
+        client_filter = _client_filter(filter)
+
+        def query(n: int) -> list[Hit]:
+            response = self._client.query_points(
+                collection_name=self._collection,
+                query=vector,
+                query_filter=client_filter,
+                search_params=self._search_params(),
+                limit=n,
+                with_payload=True,
+            )
+            return [_hit(point) for point in response.points]
+
+        return store.search_excluding(
+            query, limit=limit, offset=offset, exclude_ids=exclude_ids
         )
-        return [_hit(point) for point in response.points]
 
     def search_batch(
         self,
@@ -183,7 +189,7 @@ class ClientStore:
         requests = [
             models.QueryRequest(
                 query=self._check_query(vector, limit, offset),
-                filter=_client_filter(filter, ()),
+                filter=_client_filter(filter),
                 params=self._search_params(),
                 limit=limit,
                 offset=offset,
@@ -288,15 +294,9 @@ def _hit(point: models.ScoredPoint) -> Hit:
     )
 
 
-def _client_filter(
-    filter: Filter | None, exclude_ids: Sequence[str]
-) -> models.Filter | None:
+def _client_filter(filter: Filter | None) -> models.Filter | None:
     must = [_client_condition(c) for c in filter.must] if filter else []
     must_not = [_client_condition(c) for c in filter.must_not] if filter else []
-    if len(exclude_ids):
-        must_not.append(
-            models.HasIdCondition(has_id=store.point_ids(exclude_ids))
-        )
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)

@@ -144,10 +144,16 @@ class EdgeStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[Hit]:
         shard = self._require_shard()
-        request = self._request(
-            vector, limit, offset, _edge_filter(filter, exclude_ids)
+        store.check_query(vector, limit=limit, offset=offset)
+        edge_filter = _edge_filter(filter)
+
+        def query(n: int) -> list[Hit]:
+            request = self._request(vector, n, 0, edge_filter)
+            return [_hit(point) for point in shard.query(request)]
+
+        return store.search_excluding(
+            query, limit=limit, offset=offset, exclude_ids=exclude_ids
         )
-        return [_hit(point) for point in shard.query(request)]
 
     def search_batch(
         self,
@@ -167,7 +173,7 @@ class EdgeStore:
         if not len(vectors):
             return []
         requests = [
-            self._request(vector, limit, offset, _edge_filter(filter, ()))
+            self._request(vector, limit, offset, _edge_filter(filter))
             for vector, filter in zip(vectors, filters, strict=True)
         ]
         results = shard.query_batch(qe.QueryBatchRequest(requests))
@@ -251,13 +257,9 @@ def _hit(point: qe.ScoredPoint) -> Hit:
     )
 
 
-def _edge_filter(
-    filter: Filter | None, exclude_ids: Sequence[str]
-) -> qe.Filter | None:
+def _edge_filter(filter: Filter | None) -> qe.Filter | None:
     must = [_edge_condition(c) for c in filter.must] if filter else []
     must_not = [_edge_condition(c) for c in filter.must_not] if filter else []
-    if len(exclude_ids):
-        must_not.append(qe.HasIdCondition(set(store.point_ids(exclude_ids))))
     if not must and not must_not:
         return None
     return qe.Filter(must=must or None, must_not=must_not or None)

@@ -263,6 +263,20 @@ def test_exclude_ids_leaves_them_out(filled):
     assert [h.product_id for h in hits] == [ids[i] for i in expected]
 
 
+@pytest.mark.parametrize("offset", [0, 4])
+def test_exclude_ids_with_paging_skips_only_the_excluded(filled, offset):
+    store, ids, vectors, payloads = filled
+    query = vectors[6]
+    ranked = [h.product_id for h in store.search(query, limit=20)]
+    # Excluded products on the page, before it and far beyond it.
+    excluded = [ranked[0], ranked[5], ranked[19], "not-a-product"]
+
+    hits = store.search(query, limit=6, offset=offset, exclude_ids=excluded)
+
+    kept = [i for i in ranked if i not in excluded]
+    assert [h.product_id for h in hits] == kept[offset : offset + 6]
+
+
 def test_exclude_ids_combines_with_filter(filled):
     store, ids, vectors, payloads = filled
     filter = FILTERS["equality"]
