@@ -20,7 +20,6 @@ class IndexConfig:
     # a higher build cost; hnsw_ef is the search-time beam width. Measured
     # on 300k random 64-dim vectors (uniform, the hardest case), recall@10
     # against exact search and the median in-process query time:
-    #   m=16, ef_construct=100, ef=128:  0.60
     #   m=32, ef_construct=256, ef=64:   0.95, 1.3 ms
     #                           ef=128:  0.97, 1.4 ms
     #                           ef=512:  0.995, 2.9 ms
