@@ -9,6 +9,7 @@ TARGETS = (
     ("train_ratio", "training step, Lookalike / Keras", ">=", 1.5),
     ("image_p50", "QueryByImage p50, catalog, 4 clients (ms)", "<=", 10.0),
     ("image_p99", "QueryByImage p99, catalog, 4 clients (ms)", "<=", 30.0),
+    ("id_p50_1", "QueryById p50, catalog, 1 client (ms)", "<=", 3.0),
     ("id_p50", "QueryById p50, catalog, 4 clients (ms)", "<=", 3.0),
     ("id_rps", "QueryById/s, catalog, 16 clients", ">=", 300.0),
     (
@@ -38,6 +39,7 @@ def measured_values(results: dict) -> dict[str, float | None]:
         "train_ratio": model["ratios"]["train_step"],
         "image_p50": get(real, "QueryByImage", 4, "p50_ms"),
         "image_p99": get(real, "QueryByImage", 4, "p99_ms"),
+        "id_p50_1": get(real, "QueryById", 1, "p50_ms"),
         "id_p50": get(real, "QueryById", 4, "p50_ms"),
         "id_rps": get(real, "QueryById", 16, "requests_per_s"),
         "largest_id_p50": get(largest, "QueryById", 4, "p50_ms"),
@@ -271,6 +273,10 @@ def markdown(results: dict) -> str:
                         _number(numbers["p95_ms"]),
                         _number(numbers["p99_ms"]),
                         _number(numbers["requests_per_s"], 0),
+                        _number(numbers.get("server_cpu_ms_per_request")),
+                        _number(
+                            numbers.get("load_generator_cpu_ms_per_request")
+                        ),
                         str(errors),
                     ]
                 )
@@ -283,6 +289,8 @@ def markdown(results: dict) -> str:
             "p95 ms",
             "p99 ms",
             "req/s",
+            "server CPU ms/req",
+            "client CPU ms/req",
             "errors",
         ],
         latency_rows,

@@ -89,6 +89,14 @@ def _wait_ready(
     return result["target"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are the 14th and 15th fields; the split above
+    # dropped the first two (pid and the command name).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_mib(pid: int) -> dict[str, float]:
     """Peak (VmHWM) and current (VmRSS) resident memory of a process."""
     values = {}
@@ -109,10 +117,13 @@ def run_load(
     clients: int,
     duration_s: float,
     warmup_s: float,
+    server_pid: int | None = None,
 ) -> dict:
     """Closed-loop load: ``clients`` threads, each with its own channel,
     call ``send(client, i)`` back to back for warmup_s (not recorded) and
-    then duration_s; returns latency percentiles and requests/s."""
+    then duration_s; returns latency percentiles, requests/s and the CPU
+    time per request of the load generator and (given its pid) of the
+    server."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[dict[str, int]] = [{} for _ in range(clients)]
     barrier = threading.Barrier(clients + 1)
@@ -143,9 +154,12 @@ def run_load(
     times["measure_from"] = now + warmup_s
     times["until"] = now + warmup_s + duration_s
     barrier.wait()
+    time.sleep(max(0.0, times["measure_from"] - time.perf_counter()))
+    cpu_start = _cpu_clocks(server_pid)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - times["measure_from"]
+    cpu_end = _cpu_clocks(server_pid)
 
     merged = sorted(latency * 1e3 for each in latencies for latency in each)
     error_counts: dict[str, int] = {}
@@ -161,6 +175,27 @@ def run_load(
         "p95_ms": percentile(merged, 95),
         "p99_ms": percentile(merged, 99),
         "mean_ms": float(np.mean(merged)) if merged else float("nan"),
+        **_cpu_per_request(
+            cpu_start, cpu_end, len(merged) + sum(error_counts.values())
+        ),
+    }
+
+
+def _cpu_clocks(server_pid: int | None) -> dict[str, float]:
+    clocks = {"load_generator": time.process_time()}
+    if server_pid is not None:
+        clocks["server"] = cpu_seconds(server_pid)
+    return clocks
+
+
+def _cpu_per_request(
+    start: dict[str, float], end: dict[str, float], requests: int
+) -> dict[str, float]:
+    return {
+        f"{name}_cpu_ms_per_request": (end[name] - start[name])
+        * 1e3
+        / max(requests, 1)
+        for name in start
     }
 
 
@@ -256,6 +291,7 @@ def measure_server(
                     clients=clients,
                     duration_s=duration_s,
                     warmup_s=warmup_s,
+                    server_pid=pid,
                 )
                 logger.info(
                     "  %s, %2d clients: p50 %.2f ms, p99 %.2f ms, %.0f req/s%s",

@@ -100,6 +100,16 @@ def test_latency_percentiles_are_ordered(quick_run, method):
             assert numbers["p95_ms"] <= numbers["p99_ms"]
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_cpu_time_per_request_is_recorded(quick_run, method):
+    results, _ = quick_run
+    for catalog in results["serving"]["catalogs"]:
+        for numbers in catalog[method].values():
+            # Every request costs the server and the client some CPU.
+            assert numbers["server_cpu_ms_per_request"] > 0
+            assert numbers["load_generator_cpu_ms_per_request"] > 0
+
+
 def test_recall_is_a_fraction(quick_run):
     results, _ = quick_run
     for catalog in results["serving"]["catalogs"]:
