@@ -84,28 +84,39 @@ def reconstruction_epochs(
 
 
 def loss_curves(history: Sequence[Mapping[str, float]], path: Path) -> None:
-    """Training and validation loss by epoch, best epoch marked."""
+    """Training and validation loss by epoch, best epoch marked: the
+    reconstruction MSE, and beside it the contrastive term when training
+    had one."""
     epochs = [entry.get("epoch", i + 1) for i, entry in enumerate(history)]
-    train = [entry["train_loss"] for entry in history]
-    val = [entry["val_loss"] for entry in history]
-    best = int(np.argmin(val))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(epochs, train, "o-", label="training")
-    ax.plot(epochs, val, "s-", label="validation")
-    ax.plot(
-        [epochs[best]],
-        [val[best]],
-        "*",
-        markersize=16,
-        color="crimson",
-        label=f"best (epoch {epochs[best]}, {val[best]:.4f})",
+    # Histories written before the contrastive term have only the MSE.
+    panels = [("reconstruction", "reconstruction loss (MSE)")]
+    if any(entry.get("train_contrastive") for entry in history):
+        panels.append(("contrastive", "contrastive loss (NT-Xent)"))
+    best = int(np.argmin([entry["val_loss"] for entry in history]))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False
     )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("reconstruction loss (MSE)")
-    ax.set_title("Training curves")
-    ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for ax, (name, label) in zip(axes[0], panels, strict=True):
+        train = [
+            entry.get(f"train_{name}", entry["train_loss"]) for entry in history
+        ]
+        val = [entry.get(f"val_{name}", entry["val_loss"]) for entry in history]
+        ax.plot(epochs, train, "o-", label="training")
+        ax.plot(epochs, val, "s-", label="validation")
+        ax.plot(
+            [epochs[best]],
+            [val[best]],
+            "*",
+            markersize=16,
+            color="crimson",
+            label=f"kept (epoch {epochs[best]}, {val[best]:.4f})",
+        )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves")
     _save(fig, path)
 
 

@@ -18,8 +18,7 @@ def test_a_preset_sets_model_and_training(name):
     assert configs["train"].epochs == 3
     assert configs["train"].augment == preset.train.augment
     assert (
-        configs["train"].contrastive_weight
-        == preset.train.contrastive_weight
+        configs["train"].contrastive_weight == preset.train.contrastive_weight
     )
 
 

@@ -178,3 +178,25 @@ def test_report_skips_unknown_products_to_show(run, tmp_path):
         workdir, catalog=catalog, products_to_show=["no-such-id", first]
     )
     assert (page.parent / "neighbours.png").is_file()
+
+
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_loss_curves_draw_one_panel_per_loss(tmp_path, contrastive):
+    from evaluation.plots import loss_curves
+
+    history = [
+        {"epoch": 1, "train_loss": 0.05, "val_loss": 0.06},
+        {"epoch": 2, "train_loss": 0.03, "val_loss": 0.04},
+    ]
+    if contrastive:
+        for entry, term in zip(history, (3.0, 2.0), strict=True):
+            entry.update(
+                train_reconstruction=entry["train_loss"],
+                val_reconstruction=entry["val_loss"],
+                train_contrastive=term,
+                val_contrastive=term + 0.5,
+            )
+    loss_curves(history, tmp_path / "loss.png")
+    width, height = Image.open(tmp_path / "loss.png").size
+    # A second panel for the contrastive term doubles the width.
+    assert (width > 2.5 * height) == contrastive
