@@ -16,6 +16,7 @@ white: zooming out pads with white and contrast pivots around white.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # A zoom of 0.8 shows the product at 80% of its size; 1.05 crops slightly.
 ZOOM_RANGE = (0.8, 1.05)
@@ -26,11 +27,11 @@ CONTRAST_RANGE = (0.7, 1.3)
 SATURATION_RANGE = (0.3, 1.3)
 GREYSCALE_PROBABILITY = 0.2
 # The six orders of the R, G, B channels: a cheap, strong hue change.
-_CHANNEL_ORDERS = jnp.array(
+_CHANNEL_ORDERS = np.array(
     [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]
 )
 # ITU-R BT.601 luma weights.
-_LUMA = jnp.array([0.299, 0.587, 0.114])
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def geometric_view(key: jax.Array, images: jax.Array) -> jax.Array:
@@ -73,7 +74,9 @@ def photometric_view(key: jax.Array, images: jax.Array) -> jax.Array:
     """Colour-jittered copies of images [N, H, W, 3], white kept white."""
     n = images.shape[0]
     order_key, sat_key, grey_key, contrast_key = jax.random.split(key, 4)
-    orders = _CHANNEL_ORDERS[jax.random.randint(order_key, (n,), 0, 6)]
+    orders = jnp.asarray(_CHANNEL_ORDERS)[
+        jax.random.randint(order_key, (n,), 0, 6)
+    ]
     images = jnp.take_along_axis(images, orders[:, None, None, :], axis=3)
 
     saturation = jax.random.uniform(

@@ -63,7 +63,8 @@ class TrainConfig:
     validation_fraction: float = 0.1
     # Stop after this many epochs without a better validation loss.
     patience: int = 3
-    # Seeds parameter initialisation, the split and the shuffling.
+    # Seeds parameter initialisation, the split, the shuffling and the
+    # random views.
     seed: int = 0
     # "constant", or "cosine": decay to zero over ``epochs`` epochs.
     lr_schedule: str = "constant"
@@ -71,9 +72,10 @@ class TrainConfig:
     # (encoder/augment.py); the reconstruction target follows the copy.
     augment: bool = False
     # Weight of a contrastive term on the latent (SimCLR's NT-Xent): the
-    # latents of two random views of a photo, one also colour-jittered,
-    # should be nearer to each other than to the rest of the batch. 0 trains
-    # a plain autoencoder; the reconstruction loss always stays.
+    # latent of the photo as trained on (augmented or not) and that of a
+    # second, zoomed, shifted and colour-jittered view should be nearer to
+    # each other than to the rest of the batch. 0 trains a plain
+    # autoencoder; the reconstruction loss always stays.
     contrastive_weight: float = 0.0
     # Temperature of the contrastive term's softmax over cosine similarity.
     contrastive_temperature: float = 0.2

@@ -34,8 +34,13 @@ WHITENING_FILE = "whitening.npz"
 
 
 def _fingerprint(config: ModelConfig, state: Any, white: Any = None) -> str:
+    values = config.to_dict()
+    # Models trained before the whitening option existed keep their
+    # fingerprint, and with it the indexes built with them.
+    if not values["whiten_latent"]:
+        del values["whiten_latent"]
     digest = hashlib.sha256()
-    digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest.update(json.dumps(values, sort_keys=True).encode())
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if white is not None:
         leaves += jax.tree_util.tree_leaves_with_path({"whitening": white})
@@ -76,6 +81,15 @@ class Encoder:
             )
         if whitening is not None and not config.whiten_latent:
             raise ValueError("whitening given but the config does not whiten")
+        dim = config.latent_dim
+        if whitening is not None and (
+            whitening.mean.shape != (dim,)
+            or whitening.matrix.shape != (dim, dim)
+        ):
+            raise ValueError(
+                f"the whitening is for {whitening.mean.shape} latents; the "
+                f"model's latent has {dim} dimensions"
+            )
         model = nnx.clone(model)
         # Running averages, not batch statistics, so that an image's latent
         # does not depend on the other images in its batch.

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 # Validation images whose reconstructions are saved after every epoch.
 NUM_RECONSTRUCTIONS = 8
+# Folded into key(seed) for the random views; far from the small counters
+# nnx.Rngs folds in for parameter initialisation.
+_VIEW_STREAM = 2**31 - 1
 
 
 class TrainingDivergedError(RuntimeError):
@@ -139,31 +142,46 @@ def make_steps(
     model.train()
     contrastive = train_config.contrastive_weight > 0.0
 
+    def second_view_loss(encode, photos, z, weights, key):
+        """Contrastive term between latents z of the photos' first views
+        and a second, independently drawn and colour-jittered view."""
+        view_key, colour_key = jax.random.split(key)
+        other = augment.photometric_view(
+            colour_key, augment.geometric_view(view_key, photos)
+        )
+        return contrastive_loss(
+            z, encode(other), weights, train_config.contrastive_temperature
+        )
+
+    def total(losses):
+        return (
+            losses["reconstruction"]
+            + train_config.contrastive_weight * losses["contrastive"]
+        )
+
     def train_step(state: TrainState, batch, weights, key):
-        images = batch.astype(jnp.float32) / 255.0
-        view_key, other_key, colour_key = jax.random.split(key, 3)
+        photos = batch.astype(jnp.float32) / 255.0
+        view_key, other_key = jax.random.split(key)
+        images = photos
         if train_config.augment:
-            images = augment.geometric_view(view_key, images)
+            images = augment.geometric_view(view_key, photos)
 
         def loss_fn(params, batch_stats):
             model = nnx.merge(train_graph, params, batch_stats, copy=True)
             x_hat, z = model(images)
-            losses = {"reconstruction": _batch_loss(x_hat, images, weights)}
-            losses["contrastive"] = jnp.zeros((), jnp.float32)
+            losses = {
+                "reconstruction": _batch_loss(x_hat, images, weights),
+                "contrastive": jnp.zeros((), jnp.float32),
+            }
             if contrastive:
-                other = augment.photometric_view(
-                    colour_key, augment.geometric_view(other_key, images)
+                # A copy of its own encodes the jittered view: its batch
+                # statistics normalise that view but stay out of the
+                # running averages that serving uses.
+                other = nnx.merge(train_graph, params, batch_stats, copy=True)
+                losses["contrastive"] = second_view_loss(
+                    other.encode, photos, z, weights, other_key
                 )
-                losses["contrastive"] = contrastive_loss(
-                    z,
-                    model.encode(other),
-                    weights,
-                    train_config.contrastive_temperature,
-                )
-            losses["loss"] = (
-                losses["reconstruction"]
-                + train_config.contrastive_weight * losses["contrastive"]
-            )
+            losses["loss"] = total(losses)
             return losses["loss"], (nnx.state(model, nnx.BatchStat), losses)
 
         (_, (batch_stats, losses)), grads = jax.value_and_grad(
@@ -174,28 +192,19 @@ def make_steps(
         return TrainState(params, batch_stats, opt_state), losses
 
     def eval_step(state: TrainState, batch, weights, key):
-        # The same losses as train_step, on the unchanged photos; the
-        # contrastive term compares each photo with one random view of it.
+        # The same losses as train_step, on the unchanged photos.
         model = nnx.merge(eval_graph, state.params, state.batch_stats)
-        images = batch.astype(jnp.float32) / 255.0
-        x_hat, z = model(images)
-        losses = {"reconstruction": _batch_loss(x_hat, images, weights)}
-        losses["contrastive"] = jnp.zeros((), jnp.float32)
+        photos = batch.astype(jnp.float32) / 255.0
+        x_hat, z = model(photos)
+        losses = {
+            "reconstruction": _batch_loss(x_hat, photos, weights),
+            "contrastive": jnp.zeros((), jnp.float32),
+        }
         if contrastive:
-            view_key, colour_key = jax.random.split(key)
-            other = augment.photometric_view(
-                colour_key, augment.geometric_view(view_key, images)
+            losses["contrastive"] = second_view_loss(
+                model.encode, photos, z, weights, key
             )
-            losses["contrastive"] = contrastive_loss(
-                z,
-                model.encode(other),
-                weights,
-                train_config.contrastive_temperature,
-            )
-        losses["loss"] = (
-            losses["reconstruction"]
-            + train_config.contrastive_weight * losses["contrastive"]
-        )
+        losses["loss"] = total(losses)
         return losses
 
     def reconstruct_step(state: TrainState, batch):
@@ -259,6 +268,17 @@ def _validate(
         )
     if train_config.patience < 1:
         raise ValueError(f"patience must be >= 1, got {train_config.patience}")
+    num_train = len(
+        split_indices(
+            len(images), train_config.validation_fraction, train_config.seed
+        )[0]
+    )
+    if model_config.whiten_latent and num_train < model_config.latent_dim:
+        raise ValueError(
+            f"whitening a {model_config.latent_dim}-dim latent needs at "
+            f"least that many training images, got {num_train}; use a "
+            "smaller latent_dim or turn whiten_latent off"
+        )
     if train_config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(
             "lr_schedule must be 'constant' or 'cosine', got "
@@ -344,7 +364,9 @@ def _fit_whitening(
     raw = Encoder.from_model(
         model, dataclasses.replace(model_config, whiten_latent=False)
     )
-    return Whitening.fit(raw.encode(np.asarray(images[np.sort(train_idx)])))
+    # Encoding every image reads a memory-mapped catalog in chunks; taking
+    # the training rows first would copy them all into memory.
+    return Whitening.fit(raw.encode(images)[train_idx])
 
 
 def _save_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -374,6 +396,9 @@ def train_and_evaluate(
         workdir / "config.json",
         {"model": model_config.to_dict(), "train": train_config.to_dict()},
     )
+    # A previous run's whitening must not be served with this run's
+    # checkpoints if this one stops early; it is rewritten at the end.
+    (workdir / WHITENING_FILE).unlink(missing_ok=True)
 
     train_idx, val_idx = split_indices(
         len(images), train_config.validation_fraction, train_config.seed
@@ -401,9 +426,13 @@ def train_and_evaluate(
     train_step, eval_step, reconstruct_step = make_steps(
         model, tx, train_config
     )
-    step_keys = jax.random.key(train_config.seed)
-    # Fixed across epochs, so validation losses compare like with like.
-    val_keys = jax.random.key(train_config.seed + 1)
+    # nnx.Rngs(seed) derives the initial parameters by folding small
+    # counters into key(seed); the random views draw from a stream of their
+    # own. Validation keys are the same every epoch, so that validation
+    # losses compare like with like.
+    step_keys, val_keys = jax.random.split(
+        jax.random.fold_in(jax.random.key(train_config.seed), _VIEW_STREAM)
+    )
     state = create_state(model, tx)
     writer = CheckpointWriter(workdir / "checkpoint")
 

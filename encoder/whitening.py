@@ -14,8 +14,9 @@ from typing import Self
 
 import numpy as np
 
-# Directions with less variance than this share of the largest are not
-# blown up: their scale is capped, so noise stays noise.
+# Added to every variance, as a share of the largest: directions with much
+# less variance than that are scaled up at most 1/sqrt(EPSILON_RATIO) times
+# as much as the main ones, so that near-constant noise stays small.
 EPSILON_RATIO = 1e-3
 
 

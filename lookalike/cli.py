@@ -216,20 +216,20 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),
-        default=ModelConfig.dtype,
-        help="compute dtype; bfloat16 is mixed precision for a GPU/TPU",
+        help="compute dtype; bfloat16 is mixed precision for a GPU/TPU "
+        "(default: the preset's, float32)",
     )
 
 
 def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument(
-        "--batch-size", type=int, default=TrainConfig.batch_size
+        "--batch-size", type=int, help="default: the preset's (64)"
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=TrainConfig.learning_rate
+        "--learning-rate", type=float, help="default: the preset's (1e-3)"
     )
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--seed", type=int, help="default: the preset's (0)")
     parser.add_argument(
         "--contrastive-weight",
         type=float,
@@ -267,19 +267,20 @@ def _configs(args: argparse.Namespace) -> dict:
         configs["model"] = dataclasses.replace(
             preset.model,
             latent_dim=args.latent_dim or preset.model.latent_dim,
-            dtype=args.dtype,
+            dtype=args.dtype or preset.model.dtype,
         )
     if hasattr(args, "epochs"):
-        contrastive_weight = args.contrastive_weight
-        if contrastive_weight is None:
-            contrastive_weight = preset.train.contrastive_weight
+        # Flags left out keep the preset's setting.
+        flags = {
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "contrastive_weight": args.contrastive_weight,
+        }
         configs["train"] = dataclasses.replace(
             preset.train,
             epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            contrastive_weight=contrastive_weight,
+            **{name: v for name, v in flags.items() if v is not None},
         )
     if hasattr(args, "clusters"):
         configs["index"] = IndexConfig(

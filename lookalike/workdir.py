@@ -3,7 +3,8 @@
 One work directory holds everything a catalog's run produces::
 
     workdir/
-      model/    checkpoint, config.json, history.json, reconstructions.npz
+      model/    checkpoint, config.json, history.json, reconstructions.npz,
+                held_out.json and, for a whitened latent, whitening.npz
       index/    the embedded Qdrant Edge shard and its metadata
       cache/    the decoded, resized catalog as a uint8 memory map
       report/   pictures and the HTML page of ``lookalike report``

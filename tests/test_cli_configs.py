@@ -1,5 +1,7 @@
 """The command line turns presets and flags into the jobs' configs."""
 
+import dataclasses
+
 import pytest
 
 from encoder.config import PRESETS
@@ -37,3 +39,16 @@ def test_flags_replace_the_preset_settings():
     assert configs["model"].latent_activation == "sigmoid"
     assert configs["train"].contrastive_weight == 0.25
     assert configs["train"].learning_rate == 0.01
+
+
+def test_flags_left_out_keep_the_preset_training_settings(monkeypatch):
+    custom = PRESETS["default"]
+    custom = type(custom)(
+        custom.model,
+        dataclasses.replace(
+            custom.train, learning_rate=3e-4, batch_size=32, seed=7
+        ),
+    )
+    monkeypatch.setitem(PRESETS, "default", custom)
+    train = _parsed("--epochs", "2")["train"]
+    assert (train.learning_rate, train.batch_size, train.seed) == (3e-4, 32, 7)

@@ -1,7 +1,10 @@
 """PCA whitening of the latent: the fit, the Encoder and training."""
 
 import dataclasses
+import hashlib
+import json
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -93,3 +96,36 @@ def test_training_writes_the_whitening_and_load_uses_it(tmp_path):
     (tmp_path / WHITENING_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="whitening"):
         Encoder.load(tmp_path)
+
+
+def test_whitening_of_another_size_is_refused():
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    whitening = Whitening(np.zeros(3, np.float32), np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        Encoder.from_model(model, WHITE, whitening)
+
+
+def test_too_few_training_images_to_whiten_are_refused(tmp_path):
+    images = np.zeros((4, 20, 14, 3), np.uint8)
+    config = TrainConfig(epochs=1, batch_size=8, validation_fraction=0.5)
+    with pytest.raises(ValueError, match="at least that many"):
+        train_and_evaluate(images, WHITE, config, tmp_path)
+
+
+def test_fingerprint_of_an_unwhitened_model_ignores_the_option():
+    # Models trained before whiten_latent existed hashed a config without
+    # it; their indexes must still match them.
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    encoder = Encoder.from_model(model, SMALL)
+    values = SMALL.to_dict()
+    del values["whiten_latent"]
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode())
+    state = nnx.split(model)[1]
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    for path, leaf in sorted(leaves, key=lambda item: str(item[0])):
+        array = np.asarray(leaf)
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(str(array.dtype).encode())
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    assert encoder.fingerprint == digest.hexdigest()[:16]
