@@ -277,6 +277,19 @@ def test_exclude_ids_with_paging_skips_only_the_excluded(filled, offset):
     assert [h.product_id for h in hits] == kept[offset : offset + 6]
 
 
+def test_many_near_exclusions_still_fill_the_page(filled):
+    # More excluded neighbours than the first fetch has room for.
+    store, ids, vectors, payloads = filled
+    query = vectors[8]
+    ranked = [h.product_id for h in store.search(query, limit=40)]
+    excluded = ranked[:25:2] + ranked[1:12:2] + ["not-a-product"] * 3
+
+    hits = store.search(query, limit=8, offset=3, exclude_ids=excluded)
+
+    kept = [i for i in ranked if i not in excluded]
+    assert [h.product_id for h in hits] == kept[3:11]
+
+
 def test_exclude_ids_combines_with_filter(filled):
     store, ids, vectors, payloads = filled
     filter = FILTERS["equality"]
