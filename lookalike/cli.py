@@ -207,8 +207,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default="default",
         help="named model and training settings: 'default' (Lookalike's "
-        "choice, see evaluation/RESULTS.md) or 'research' (the notebook's "
-        "model)",
+        "choice), 'contrastive' (better neighbours, needs more epochs) or "
+        "'research' (the notebook's model); see evaluation/RESULTS.md",
     )
     parser.add_argument(
         "--latent-dim", type=int, help="latent size (default: the preset's)"
