@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from benchmarks.timing import percentile
+from lookalike.workdir import Workdir
 from server.client import LookalikeClient
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,15 @@ def served(
     workdir: Path, log_path: Path, *, startup_timeout_s: float = 180.0
 ) -> Iterator[tuple[str, int]]:
     """Runs `lookalike serve --workdir workdir --port 0`; yields its
-    address ("host:port") and process ID, and stops it with SIGTERM."""
+    address ("host:port") and process ID, and stops it with SIGTERM.
+
+    The index's files are read once first, so that the server starts with
+    them in the page cache, as a server that has been running would: on
+    this machine a just-built 300k index was otherwise partly evicted, and
+    the first thousands of queries waited on disk reads (p50 12.8 ms at one
+    client while the server's own CPU time was 3 ms per request).
+    """
+    warm_page_cache(Workdir(workdir).index)
     command = [
         sys.executable,
         "-m",
@@ -64,6 +73,17 @@ def served(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def warm_page_cache(folder: Path) -> int:
+    """Reads every file under folder; returns the bytes read."""
+    total = 0
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            with path.open("rb") as file:
+                while chunk := file.read(1 << 20):
+                    total += len(chunk)
+    return total
 
 
 def _wait_ready(

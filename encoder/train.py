@@ -274,10 +274,13 @@ def _validate(
         )[0]
     )
     if model_config.whiten_latent and num_train < model_config.latent_dim:
-        raise ValueError(
-            f"whitening a {model_config.latent_dim}-dim latent needs at "
-            f"least that many training images, got {num_train}; use a "
-            "smaller latent_dim or turn whiten_latent off"
+        # Too few latents to estimate every direction's spread: the
+        # whitening still works but blows up noise in the unseen ones.
+        logger.warning(
+            "whitening a %d-dim latent from only %d training images; "
+            "a smaller --latent-dim or more photos would suit better",
+            model_config.latent_dim,
+            num_train,
         )
     if train_config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(

@@ -4,8 +4,8 @@ The autoencoder's latent dimensions are correlated and unequally spread, so
 Euclidean distance between raw latents is dominated by a few directions.
 Whitening rotates the latent onto its principal axes and scales each to
 unit variance; on the sample catalog it raised held-out precision@10 by
-0.01-0.025 (evaluation/RESULTS.md). It is a fixed linear map, so the index and the
-server use it exactly like the encoder's own output.
+0.01-0.025 (evaluation/RESULTS.md). It is a fixed linear map, so the index
+and the server use it exactly like the encoder's own output.
 """
 
 import dataclasses

@@ -105,11 +105,14 @@ def test_whitening_of_another_size_is_refused():
         Encoder.from_model(model, WHITE, whitening)
 
 
-def test_too_few_training_images_to_whiten_are_refused(tmp_path):
-    images = np.zeros((4, 20, 14, 3), np.uint8)
+def test_too_few_training_images_to_whiten_are_trained_with_a_warning(
+    tmp_path, caplog
+):
+    images = np.random.default_rng(3).integers(0, 256, (6, 20, 14, 3), np.uint8)
     config = TrainConfig(epochs=1, batch_size=8, validation_fraction=0.5)
-    with pytest.raises(ValueError, match="at least that many"):
-        train_and_evaluate(images, WHITE, config, tmp_path)
+    result = train_and_evaluate(images, WHITE, config, tmp_path)
+    assert "from only 3 training images" in caplog.text
+    assert np.all(np.isfinite(result.encoder.encode(images)))
 
 
 def test_fingerprint_of_an_unwhitened_model_ignores_the_option():
