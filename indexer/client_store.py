@@ -249,14 +249,9 @@ class ClientStore:
     def _check_query(
         self, vector: np.ndarray, limit: int, offset: int
     ) -> list[float]:
-        query = store.check_query(vector, limit=limit, offset=offset)
-        dim = self._settings.get("dim")
-        if dim is not None and len(query) != dim:
-            raise ValueError(
-                f"query vector has {len(query)} values; the index holds "
-                f"{dim}-dimensional vectors"
-            )
-        return query
+        return store.check_query(
+            vector, limit=limit, offset=offset, dim=self._settings.get("dim")
+        )
 
     def _search_params(self) -> models.SearchParams | None:
         if self._local:

@@ -144,11 +144,11 @@ class EdgeStore:
         exclude_ids: Sequence[str] = (),
     ) -> list[Hit]:
         shard = self._require_shard()
-        store.check_query(vector, limit=limit, offset=offset)
+        query_vector = self._check_query(vector, limit, offset)
         edge_filter = _edge_filter(filter)
 
         def query(n: int) -> list[Hit]:
-            request = self._request(vector, n, 0, edge_filter)
+            request = self._request(query_vector, n, 0, edge_filter)
             return [_hit(point) for point in shard.query(request)]
 
         return store.search_excluding(
@@ -173,7 +173,12 @@ class EdgeStore:
         if not len(vectors):
             return []
         requests = [
-            self._request(vector, limit, offset, _edge_filter(filter))
+            self._request(
+                self._check_query(vector, limit, offset),
+                limit,
+                offset,
+                _edge_filter(filter),
+            )
             for vector, filter in zip(vectors, filters, strict=True)
         ]
         results = shard.query_batch(qe.QueryBatchRequest(requests))
@@ -224,20 +229,21 @@ class EdgeStore:
             )
         return self._shard
 
+    def _check_query(
+        self, vector: np.ndarray, limit: int, offset: int
+    ) -> list[float]:
+        return store.check_query(
+            vector, limit=limit, offset=offset, dim=self._settings.get("dim")
+        )
+
     def _request(
         self,
-        vector: np.ndarray,
+        query: list[float],
         limit: int,
         offset: int,
         edge_filter: qe.Filter | None,
     ) -> qe.QueryRequest:
-        query = store.check_query(vector, limit=limit, offset=offset)
-        dim = self._settings.get("dim")
-        if dim is not None and len(query) != dim:
-            raise ValueError(
-                f"query vector has {len(query)} values; the index holds "
-                f"{dim}-dimensional vectors"
-            )
+        """A query for an already checked vector (see _check_query)."""
         return qe.QueryRequest(
             limit=limit,
             offset=offset,

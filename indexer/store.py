@@ -193,12 +193,20 @@ def check_points(
 EXCLUSION_HEADROOM = 16
 
 
-def check_query(vector: np.ndarray, *, limit: int, offset: int) -> list[float]:
-    """Validates one query; returns the vector as a list of floats."""
+def check_query(
+    vector: np.ndarray, *, limit: int, offset: int, dim: int | None = None
+) -> list[float]:
+    """Validates one query against the index's vector size ``dim`` (when
+    known); returns the vector as a list of floats."""
     vector = np.asarray(vector, dtype=np.float32)
     if vector.ndim != 1 or not np.isfinite(vector).all():
         raise ValueError(
             f"a query vector must be 1-D and finite, got shape {vector.shape}"
+        )
+    if dim is not None and len(vector) != dim:
+        raise ValueError(
+            f"query vector has {len(vector)} values; the index holds "
+            f"{dim}-dimensional vectors"
         )
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
