@@ -39,6 +39,10 @@ class ModelConfig:
     # unit variance along each principal axis, fitted on the training
     # photos once training ends.
     whiten_latent: bool = False
+    # Scale every latent to unit length (after any whitening). The index's
+    # Euclidean distance then ranks neighbours by cosine similarity, the
+    # measure the contrastive term trains.
+    normalize_latent: bool = False
     # Compute dtype of convolutions: "float32", or "bfloat16" for mixed
     # precision on a GPU/TPU (parameters stay float32).
     dtype: str = "float32"
@@ -79,6 +83,11 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     # Temperature of the contrastive term's softmax over cosine similarity.
     contrastive_temperature: float = 0.2
+    # A catalog attribute (CSV column, e.g. "articleType") whose equal
+    # values also count as matching pairs in the contrastive term: the
+    # store's own taxonomy as weak labels. Products without the attribute
+    # keep only their own second view. None: self-supervised.
+    label_attribute: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,10 +35,11 @@ WHITENING_FILE = "whitening.npz"
 
 def _fingerprint(config: ModelConfig, state: Any, white: Any = None) -> str:
     values = config.to_dict()
-    # Models trained before the whitening option existed keep their
-    # fingerprint, and with it the indexes built with them.
-    if not values["whiten_latent"]:
-        del values["whiten_latent"]
+    # Models trained before these options existed keep their fingerprint,
+    # and with it the indexes built with them.
+    for option in ("whiten_latent", "normalize_latent"):
+        if not values[option]:
+            del values[option]
     digest = hashlib.sha256()
     digest.update(json.dumps(values, sort_keys=True).encode())
     leaves = jax.tree_util.tree_leaves_with_path(state)
@@ -114,6 +115,10 @@ class Encoder:
             if white is not None:
                 mean, matrix = white
                 z = (z - mean) @ matrix
+            if config.normalize_latent:
+                # A zero latent stays zero rather than becoming NaN.
+                norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
+                z = z / jnp.maximum(norm, 1e-12)
             return z
 
         def reconstruct_fn(variables, images):

@@ -85,13 +85,19 @@ def _batch_loss(x_hat: jax.Array, target: jax.Array, weights: jax.Array):
 
 
 def contrastive_loss(
-    z1: jax.Array, z2: jax.Array, weights: jax.Array, temperature: float
+    z1: jax.Array,
+    z2: jax.Array,
+    weights: jax.Array,
+    temperature: float,
+    labels: jax.Array | None = None,
 ) -> jax.Array:
     """NT-Xent over a batch of latent pairs [N, D], weighted per image.
 
     Each of the 2N views should find its partner, by cosine similarity,
     among the other 2N - 1; padding (weight 0) is neither a query nor a
-    negative.
+    negative. With int ``labels`` [N] (-1: unknown) every other view of the
+    same label is a positive too, averaged as in supervised contrastive
+    learning (Khosla et al. 2020); without labels this is SimCLR's loss.
     """
     n = z1.shape[0]
     z = jnp.concatenate([z1, z2]).astype(jnp.float32)
@@ -101,9 +107,19 @@ def contrastive_loss(
     valid = (w[None, :] > 0) & ~jnp.eye(2 * n, dtype=bool)
     # A large finite value rather than -inf keeps padded rows free of NaN.
     logits = jnp.where(valid, logits, -1e9)
+    log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
     partner = jnp.concatenate([jnp.arange(n) + n, jnp.arange(n)])
-    positive = logits[jnp.arange(2 * n), partner]
-    per_view = jax.nn.logsumexp(logits, axis=1) - positive
+    positive = (
+        jnp.zeros((2 * n, 2 * n), bool).at[jnp.arange(2 * n), partner].set(True)
+    )
+    if labels is not None:
+        both = jnp.concatenate([labels, labels])
+        same = (both[:, None] == both[None, :]) & (both[:, None] >= 0)
+        positive = positive | same
+    positive = positive & valid
+    per_view = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / (
+        jnp.maximum(jnp.sum(positive, axis=1), 1)
+    )
     return jnp.sum(per_view * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
@@ -129,8 +145,9 @@ def make_steps(
 
     The steps are pure functions of a TrainState, which jax.jit compiles
     once per batch shape; the model's graph is closed over. train_step
-    takes a PRNG key for the random views that ``train_config`` asks for
-    and returns the new state and the batch's losses: "reconstruction"
+    takes a PRNG key for the random views that ``train_config`` asks for,
+    optionally int labels [N] for the contrastive term (-1: unknown), and
+    returns the new state and the batch's losses: "reconstruction"
     (pixel MSE, comparable with eval_step), "contrastive" (0 when off) and
     "loss", the weighted sum that is minimised.
     """
@@ -142,7 +159,7 @@ def make_steps(
     model.train()
     contrastive = train_config.contrastive_weight > 0.0
 
-    def second_view_loss(encode, photos, z, weights, key):
+    def second_view_loss(encode, photos, z, weights, key, labels=None):
         """Contrastive term between latents z of the photos' first views
         and a second, independently drawn and colour-jittered view."""
         view_key, colour_key = jax.random.split(key)
@@ -150,7 +167,11 @@ def make_steps(
             colour_key, augment.geometric_view(view_key, photos)
         )
         return contrastive_loss(
-            z, encode(other), weights, train_config.contrastive_temperature
+            z,
+            encode(other),
+            weights,
+            train_config.contrastive_temperature,
+            labels,
         )
 
     def total(losses):
@@ -159,7 +180,7 @@ def make_steps(
             + train_config.contrastive_weight * losses["contrastive"]
         )
 
-    def train_step(state: TrainState, batch, weights, key):
+    def train_step(state: TrainState, batch, weights, key, labels=None):
         photos = batch.astype(jnp.float32) / 255.0
         view_key, other_key = jax.random.split(key)
         images = photos
@@ -179,7 +200,7 @@ def make_steps(
                 # running averages that serving uses.
                 other = nnx.merge(train_graph, params, batch_stats, copy=True)
                 losses["contrastive"] = second_view_loss(
-                    other.encode, photos, z, weights, other_key
+                    other.encode, photos, z, weights, other_key, labels
                 )
             losses["loss"] = total(losses)
             return losses["loss"], (nnx.state(model, nnx.BatchStat), losses)
@@ -192,7 +213,9 @@ def make_steps(
         return TrainState(params, batch_stats, opt_state), losses
 
     def eval_step(state: TrainState, batch, weights, key):
-        # The same losses as train_step, on the unchanged photos.
+        # The same losses as train_step, on the unchanged photos; without
+        # labels, so that the held-out photos' attributes never steer
+        # training, not even through the choice of the best epoch.
         model = nnx.merge(eval_graph, state.params, state.batch_stats)
         photos = batch.astype(jnp.float32) / 255.0
         x_hat, z = model(photos)
@@ -292,6 +315,14 @@ def _validate(
             "contrastive_weight must be >= 0, got "
             f"{train_config.contrastive_weight}"
         )
+    if (
+        train_config.label_attribute is not None
+        and not train_config.contrastive_weight > 0.0
+    ):
+        raise ValueError(
+            "label_attribute steers the contrastive term; give it a "
+            "contrastive_weight above 0"
+        )
     if not train_config.contrastive_temperature > 0.0:
         raise ValueError(
             "contrastive_temperature must be positive, got "
@@ -306,7 +337,8 @@ def _validate(
 def _padded_batches(
     images: np.ndarray, indices: np.ndarray, batch_size: int, fill: np.ndarray
 ):
-    """Yields (uint8 batch, float32 weights) of exactly batch_size images.
+    """Yields (uint8 batch, float32 weights, the images' indices) of
+    exactly batch_size images.
 
     A short last batch is completed with images from ``fill`` at weight
     zero: one compiled shape for the whole run, and BatchNorm statistics
@@ -322,7 +354,8 @@ def _padded_batches(
         # Sorted reads are kinder to a memory-mapped catalog; the order of
         # images inside a batch does not change its gradient.
         order = np.argsort(chunk, kind="stable")
-        yield np.asarray(images[chunk[order]]), weights[order]
+        chunk = chunk[order]
+        yield np.asarray(images[chunk]), weights[order], chunk
 
 
 class _LossSums:
@@ -365,7 +398,10 @@ def _fit_whitening(
     """Whitening fitted on the training images' raw latents."""
     logger.info("fitting the latent whitening on %d images", len(train_idx))
     raw = Encoder.from_model(
-        model, dataclasses.replace(model_config, whiten_latent=False)
+        model,
+        dataclasses.replace(
+            model_config, whiten_latent=False, normalize_latent=False
+        ),
     )
     # Encoding every image reads a memory-mapped catalog in chunks; taking
     # the training rows first would copy them all into memory.
@@ -384,15 +420,32 @@ def train_and_evaluate(
     train_config: TrainConfig,
     workdir: Path,
     *,
+    labels: np.ndarray | None = None,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Trains the autoencoder on uint8 images [N, H, W, 3].
 
-    Writes workdir/checkpoint (best validation loss), config.json,
-    history.json and reconstructions.npz; returns a TrainResult.
-    ``on_epoch_end`` receives each epoch's history entry.
+    ``labels`` (int [N], -1 where unknown) are the values of
+    ``train_config.label_attribute`` for the contrastive term; only the
+    training images' labels are used. Writes workdir/checkpoint (best
+    validation loss), config.json, history.json and reconstructions.npz;
+    returns a TrainResult. ``on_epoch_end`` receives each epoch's history
+    entry.
     """
     _validate(images, model_config, train_config)
+    if (labels is None) != (train_config.label_attribute is None):
+        raise ValueError(
+            "labels must be given exactly when train_config.label_attribute "
+            f"is set (it is {train_config.label_attribute!r})"
+        )
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images),) or labels.dtype.kind != "i":
+            raise ValueError(
+                f"labels must be ints, one per image ({len(images)}); got "
+                f"{labels.dtype} with shape {labels.shape}"
+            )
+        labels = labels.astype(np.int32)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     save_json(
@@ -454,7 +507,7 @@ def train_and_evaluate(
                 leave=False,
             )
             sums = _LossSums()
-            for batch_num, (batch, weights) in enumerate(bar, start=1):
+            for batch_num, (batch, weights, chunk) in enumerate(bar, start=1):
                 step += 1
                 if step == 1:
                     logger.info("compiling the first step")
@@ -463,6 +516,7 @@ def train_and_evaluate(
                     batch,
                     weights,
                     jax.random.fold_in(step_keys, step),
+                    None if labels is None else labels[chunk],
                 )
                 losses = sums.add(losses, weights)
                 _check_finite(
@@ -479,7 +533,7 @@ def train_and_evaluate(
             train_losses = sums.mean()
 
             sums = _LossSums()
-            for batch_num, (batch, weights) in enumerate(
+            for batch_num, (batch, weights, _) in enumerate(
                 _padded_batches(images, val_idx, eval_batch_size, val_idx)
             ):
                 sums.add(

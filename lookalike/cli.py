@@ -236,6 +236,13 @@ def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
         help="weight of the contrastive term on the latent; 0 trains a "
         "plain autoencoder (default: the preset's)",
     )
+    parser.add_argument(
+        "--label-attribute",
+        metavar="COLUMN",
+        help="CSV column (e.g. articleType) whose equal values count as "
+        "matching pairs in the contrastive term; 'none' for self-supervised "
+        "(default: the preset's)",
+    )
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -277,10 +284,14 @@ def _configs(args: argparse.Namespace) -> dict:
             "seed": args.seed,
             "contrastive_weight": args.contrastive_weight,
         }
+        flags = {name: v for name, v in flags.items() if v is not None}
+        if args.label_attribute is not None:
+            label = args.label_attribute
+            flags["label_attribute"] = (
+                None if label.lower() == "none" else label
+            )
         configs["train"] = dataclasses.replace(
-            preset.train,
-            epochs=args.epochs,
-            **{name: v for name, v in flags.items() if v is not None},
+            preset.train, epochs=args.epochs, **flags
         )
     if hasattr(args, "clusters"):
         configs["index"] = IndexConfig(

@@ -71,6 +71,32 @@ def load_images(
     return images
 
 
+def attribute_labels(catalog: CatalogImages, attribute: str) -> np.ndarray:
+    """One int per product for the value of ``attribute`` (-1: none)."""
+    values = [p.attributes.get(attribute) for p in catalog.products]
+    known = sorted({str(value) for value in values if value is not None})
+    if not known:
+        columns = sorted(
+            {name for p in catalog.products for name in p.attributes}
+        )
+        raise ValueError(
+            f"no product has the attribute {attribute!r} to train with; "
+            f"the catalog's attributes are {columns or 'none (no CSV)'}"
+        )
+    number = {value: i for i, value in enumerate(known)}
+    logger.info(
+        "contrastive labels: %d values of %s on %d of %d products",
+        len(known),
+        attribute,
+        sum(value is not None for value in values),
+        len(values),
+    )
+    return np.array(
+        [-1 if value is None else number[str(value)] for value in values],
+        np.int32,
+    )
+
+
 def train(
     catalog: CatalogImages,
     workdir: Workdir,
@@ -82,8 +108,15 @@ def train(
     Also records which products training held out for validation, so that
     ``eval`` can measure retrieval on photos the model never trained on.
     """
+    labels = None
+    if train_config.label_attribute is not None:
+        labels = attribute_labels(catalog, train_config.label_attribute)
     result = train_and_evaluate(
-        catalog.images, model_config, train_config, workdir.model
+        catalog.images,
+        model_config,
+        train_config,
+        workdir.model,
+        labels=labels,
     )
     _, val_idx = split_indices(
         len(catalog.products),

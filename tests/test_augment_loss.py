@@ -74,3 +74,49 @@ def test_contrastive_loss_ignores_padding():
     )
     assert np.isfinite(float(padded))
     np.testing.assert_allclose(float(padded), float(real), rtol=1e-5)
+
+
+def test_unknown_labels_leave_the_contrastive_loss_self_supervised():
+    rng = np.random.default_rng(2)
+    z1 = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+    z2 = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+    weights = jnp.ones(8)
+    plain = contrastive_loss(z1, z2, weights, temperature=0.3)
+    unknown = contrastive_loss(
+        z1, z2, weights, temperature=0.3, labels=jnp.full(8, -1)
+    )
+    # Every label distinct: each view's only positive is still its partner.
+    distinct = contrastive_loss(
+        z1, z2, weights, temperature=0.3, labels=jnp.arange(8)
+    )
+    np.testing.assert_allclose(float(unknown), float(plain), rtol=1e-6)
+    np.testing.assert_allclose(float(distinct), float(plain), rtol=1e-6)
+
+
+def test_labels_reward_latents_that_group_by_label():
+    # Two labels; latents that point one way per label score better than
+    # latents that mix the labels, although each pair matches in both.
+    labels = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
+    rng = np.random.default_rng(3)
+    noise = rng.normal(scale=0.1, size=(8, 4))
+    grouped = np.where(labels[:, None] == 0, 1.0, -1.0) * np.eye(4)[0]
+    mixed = np.where((np.arange(8) % 2)[:, None] == 0, 1.0, -1.0) * np.eye(4)[0]
+    losses = {}
+    for name, base in (("grouped", grouped), ("mixed", mixed)):
+        z = jnp.asarray(base + noise, jnp.float32)
+        losses[name] = float(
+            contrastive_loss(z, z, jnp.ones(8), 0.2, labels=labels)
+        )
+    assert losses["grouped"] < losses["mixed"]
+
+
+def test_labels_of_padding_are_ignored():
+    rng = np.random.default_rng(4)
+    z1 = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    z2 = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    labels = jnp.array([0, 1, 0, 1, 0, 1])
+    real = contrastive_loss(z1[:4], z2[:4], jnp.ones(4), 0.5, labels[:4])
+    padded = contrastive_loss(
+        z1, z2, jnp.array([1, 1, 1, 1, 0, 0], jnp.float32), 0.5, labels
+    )
+    np.testing.assert_allclose(float(padded), float(real), rtol=1e-5)

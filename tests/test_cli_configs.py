@@ -1,11 +1,15 @@
-"""The command line turns presets and flags into the jobs' configs."""
+"""The command line turns presets and flags into the jobs' configs, and
+catalog attributes into training labels."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 
+from encoder.catalog import CatalogImages, Product
 from encoder.config import PRESETS
 from lookalike.cli import _configs, build_parser
+from lookalike.jobs import attribute_labels
 
 
 def _parsed(*argv: str) -> dict:
@@ -52,3 +56,50 @@ def test_flags_left_out_keep_the_preset_training_settings(monkeypatch):
     monkeypatch.setitem(PRESETS, "default", custom)
     train = _parsed("--epochs", "2")["train"]
     assert (train.learning_rate, train.batch_size, train.seed) == (3e-4, 32, 7)
+
+
+def test_label_attribute_flag_sets_or_clears_the_presets_setting(monkeypatch):
+    labelled = PRESETS["contrastive"]
+    labelled = type(labelled)(
+        labelled.model,
+        dataclasses.replace(labelled.train, label_attribute="articleType"),
+    )
+    monkeypatch.setitem(PRESETS, "contrastive", labelled)
+    chosen = _parsed("--preset", "contrastive", "--label-attribute", "gender")
+    assert chosen["train"].label_attribute == "gender"
+    cleared = _parsed("--preset", "contrastive", "--label-attribute", "none")
+    assert cleared["train"].label_attribute is None
+    kept = _parsed("--preset", "contrastive")
+    assert kept["train"].label_attribute == "articleType"
+
+
+def _catalog(*attributes: dict) -> CatalogImages:
+    return CatalogImages(
+        images=np.zeros((len(attributes), 4, 3, 3), np.uint8),
+        products=[
+            Product(str(i), f"{i}.jpg", values)
+            for i, values in enumerate(attributes)
+        ],
+    )
+
+
+def test_attribute_labels_number_the_values_and_mark_the_missing():
+    catalog = _catalog(
+        {"articleType": "Shirts"},
+        {"articleType": "Jeans"},
+        {},
+        {"articleType": "Shirts", "year": 2012},
+    )
+    labels = attribute_labels(catalog, "articleType")
+    assert labels.dtype == np.int32
+    assert labels[2] == -1
+    assert labels[0] == labels[3] != labels[1]
+    assert sorted(set(labels.tolist())) == [-1, 0, 1]
+
+
+def test_attribute_labels_name_the_columns_when_the_attribute_is_missing():
+    catalog = _catalog({"gender": "Men"}, {"year": 2012})
+    with pytest.raises(ValueError, match=r"\['gender', 'year'\]"):
+        attribute_labels(catalog, "articleType")
+    with pytest.raises(ValueError, match="no CSV"):
+        attribute_labels(_catalog({}, {}), "articleType")

@@ -1,5 +1,6 @@
 """Batch encoding with Encoder: shapes, padding, compilations, threads."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -127,3 +128,18 @@ def test_bad_images_are_refused(encoder, images, message):
 def test_load_without_a_trained_model_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         Encoder.load(tmp_path)
+
+
+def test_normalized_latents_have_unit_length_and_the_same_direction():
+    model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+    unit = dataclasses.replace(SMALL, normalize_latent=True)
+    raw = Encoder.from_model(model, SMALL).encode(_images(6))
+    normalized = Encoder.from_model(model, unit)
+    z = normalized.encode(_images(6))
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        z, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5
+    )
+    assert (
+        normalized.fingerprint != Encoder.from_model(model, SMALL).fingerprint
+    )

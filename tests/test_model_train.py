@@ -133,6 +133,7 @@ def test_split_is_deterministic_and_disjoint():
         (_images(4), {"lr_schedule": "step"}, "lr_schedule"),
         (_images(4), {"contrastive_weight": -1.0}, "contrastive_weight"),
         (_images(4), {"contrastive_temperature": 0.0}, "temperature"),
+        (_images(4), {"label_attribute": "type"}, "contrastive_weight"),
     ],
 )
 def test_bad_arguments_are_refused(tmp_path, images, change, message):
@@ -191,3 +192,40 @@ def test_contrastive_view_leaves_batch_statistics_to_the_photos():
         assert (float(losses["contrastive"]) > 0) == (weight > 0)
     for plain, contrastive in zip(stats[0.0], stats[1.0], strict=True):
         np.testing.assert_allclose(plain, contrastive, rtol=1e-6)
+
+
+def test_labels_come_exactly_with_a_label_attribute(tmp_path):
+    labelled = dataclasses.replace(
+        ONE_EPOCH, contrastive_weight=0.5, label_attribute="type"
+    )
+    with pytest.raises(ValueError, match="exactly when"):
+        train_and_evaluate(_images(8), SMALL, labelled, tmp_path)
+    with pytest.raises(ValueError, match="exactly when"):
+        train_and_evaluate(
+            _images(8), SMALL, ONE_EPOCH, tmp_path, labels=np.zeros(8, int)
+        )
+    with pytest.raises(ValueError, match="one per image"):
+        train_and_evaluate(
+            _images(8), SMALL, labelled, tmp_path, labels=np.zeros(7, int)
+        )
+
+
+def test_labelled_training_uses_known_labels_only(tmp_path):
+    images = _images(40)
+    plain = dataclasses.replace(ONE_EPOCH, contrastive_weight=0.5)
+    labelled = dataclasses.replace(plain, label_attribute="type")
+    self_supervised = train_and_evaluate(images, SMALL, plain, tmp_path / "a")
+    unknown = train_and_evaluate(
+        images, SMALL, labelled, tmp_path / "b", labels=np.full(40, -1)
+    )
+    two_kinds = train_and_evaluate(
+        images, SMALL, labelled, tmp_path / "c", labels=np.arange(40) % 2
+    )
+    # Unknown labels add no pairs: the same run as without labels.
+    assert unknown.history[0]["train_loss"] == pytest.approx(
+        self_supervised.history[0]["train_loss"], rel=1e-6
+    )
+    # Known ones pull same-label images together: another objective.
+    assert two_kinds.history[0]["train_contrastive"] != pytest.approx(
+        self_supervised.history[0]["train_contrastive"], rel=1e-3
+    )

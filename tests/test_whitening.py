@@ -115,13 +115,13 @@ def test_too_few_training_images_to_whiten_are_trained_with_a_warning(
     assert np.all(np.isfinite(result.encoder.encode(images)))
 
 
-def test_fingerprint_of_an_unwhitened_model_ignores_the_option():
-    # Models trained before whiten_latent existed hashed a config without
-    # it; their indexes must still match them.
+def test_fingerprint_of_an_unwhitened_model_ignores_the_options():
+    # Models trained before whiten_latent and normalize_latent existed
+    # hashed a config without them; their indexes must still match them.
     model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
     encoder = Encoder.from_model(model, SMALL)
     values = SMALL.to_dict()
-    del values["whiten_latent"]
+    del values["whiten_latent"], values["normalize_latent"]
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode())
     state = nnx.split(model)[1]
     leaves = jax.tree_util.tree_leaves_with_path(state)
