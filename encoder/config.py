@@ -135,9 +135,13 @@ class Preset:
 # no normalisation, trained on the pixel MSE alone. "default" is what
 # Lookalike trains unless told otherwise: the MSE alone, fast enough for
 # the demo's two epochs, with a whitened latent. "contrastive" adds
-# augmentation and a contrastive term: the best latent measured, but it
-# needs several epochs to pay. evaluation/RESULTS.md has the measurements
-# behind each.
+# augmentation and a self-supervised contrastive term: better neighbours,
+# but it needs several epochs to pay. "attributes" also counts products of
+# the same articleType as matching pairs and serves unit-length latents
+# (cosine ranking), unwhitened: whitening would undo the geometry that
+# term trains. The best latent measured; it needs a CSV with that column
+# (--label-attribute names another). evaluation/RESULTS.md has the
+# measurements behind each.
 PRESETS: dict[str, Preset] = {
     "research": Preset(
         ModelConfig(
@@ -149,5 +153,14 @@ PRESETS: dict[str, Preset] = {
     "contrastive": Preset(
         ModelConfig(whiten_latent=True),
         TrainConfig(augment=True, contrastive_weight=0.5, lr_schedule="cosine"),
+    ),
+    "attributes": Preset(
+        ModelConfig(normalize_latent=True),
+        TrainConfig(
+            augment=True,
+            contrastive_weight=0.5,
+            lr_schedule="cosine",
+            label_attribute="articleType",
+        ),
     ),
 }

@@ -3,7 +3,8 @@
 ``train_and_evaluate`` is the library entry point the command line and the
 tests call: it splits the images into train and validation sets, trains
 with Adam on the pixel MSE (plus, when configured, a contrastive term on
-the latent of augmented views), keeps the checkpoint with the best
+the latent of augmented views, optionally told by a catalog attribute which
+products belong together), keeps the checkpoint with the best
 validation loss and writes config.json, history.json, reconstructions.npz
 and, for a whitened latent, whitening.npz into the workdir.
 """

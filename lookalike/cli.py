@@ -207,8 +207,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default="default",
         help="named model and training settings: 'default' (Lookalike's "
-        "choice), 'contrastive' (better neighbours, needs more epochs) or "
-        "'research' (the notebook's model); see evaluation/RESULTS.md",
+        "choice, fast), 'contrastive' (better neighbours, needs 8+ epochs), "
+        "'attributes' (the best neighbours; also learns from the CSV's "
+        "articleType, needs 8+ epochs) or 'research' (the notebook's "
+        "model); see evaluation/RESULTS.md",
     )
     parser.add_argument(
         "--latent-dim", type=int, help="latent size (default: the preset's)"

@@ -71,7 +71,7 @@ def load_images(
     return images
 
 
-def attribute_labels(catalog: CatalogImages, attribute: str) -> np.ndarray:
+def contrastive_labels(catalog: CatalogImages, attribute: str) -> np.ndarray:
     """One int per product for the value of ``attribute`` (-1: none)."""
     values = [p.attributes.get(attribute) for p in catalog.products]
     known = sorted({str(value) for value in values if value is not None})
@@ -110,7 +110,7 @@ def train(
     """
     labels = None
     if train_config.label_attribute is not None:
-        labels = attribute_labels(catalog, train_config.label_attribute)
+        labels = contrastive_labels(catalog, train_config.label_attribute)
     result = train_and_evaluate(
         catalog.images,
         model_config,

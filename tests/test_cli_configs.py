@@ -9,7 +9,7 @@ import pytest
 from encoder.catalog import CatalogImages, Product
 from encoder.config import PRESETS
 from lookalike.cli import _configs, build_parser
-from lookalike.jobs import attribute_labels
+from lookalike.jobs import contrastive_labels
 
 
 def _parsed(*argv: str) -> dict:
@@ -83,23 +83,23 @@ def _catalog(*attributes: dict) -> CatalogImages:
     )
 
 
-def test_attribute_labels_number_the_values_and_mark_the_missing():
+def test_contrastive_labels_number_the_values_and_mark_the_missing():
     catalog = _catalog(
         {"articleType": "Shirts"},
         {"articleType": "Jeans"},
         {},
         {"articleType": "Shirts", "year": 2012},
     )
-    labels = attribute_labels(catalog, "articleType")
+    labels = contrastive_labels(catalog, "articleType")
     assert labels.dtype == np.int32
     assert labels[2] == -1
     assert labels[0] == labels[3] != labels[1]
     assert sorted(set(labels.tolist())) == [-1, 0, 1]
 
 
-def test_attribute_labels_name_the_columns_when_the_attribute_is_missing():
+def test_contrastive_labels_name_the_columns_when_the_attribute_is_missing():
     catalog = _catalog({"gender": "Men"}, {"year": 2012})
     with pytest.raises(ValueError, match=r"\['gender', 'year'\]"):
-        attribute_labels(catalog, "articleType")
+        contrastive_labels(catalog, "articleType")
     with pytest.raises(ValueError, match="no CSV"):
-        attribute_labels(_catalog({}, {}), "articleType")
+        contrastive_labels(_catalog({}, {}), "articleType")
