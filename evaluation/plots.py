@@ -83,10 +83,16 @@ def reconstruction_epochs(
     _save(fig, path)
 
 
-def loss_curves(history: Sequence[Mapping[str, float]], path: Path) -> None:
+def loss_curves(
+    history: Sequence[Mapping[str, float]],
+    path: Path,
+    label_attribute: str | None = None,
+) -> None:
     """Training and validation loss by epoch, best epoch marked: the
     reconstruction MSE, and beside it the contrastive term when training
-    had one."""
+    had one. With ``label_attribute`` the training term also counted
+    products sharing that attribute as pairs; validation never does, so
+    the two contrastive curves measure different things."""
     epochs = [entry.get("epoch", i + 1) for i, entry in enumerate(history)]
     # Histories written before the contrastive term have only the MSE.
     panels = [("reconstruction", "reconstruction loss (MSE)")]
@@ -101,8 +107,12 @@ def loss_curves(history: Sequence[Mapping[str, float]], path: Path) -> None:
             entry.get(f"train_{name}", entry["train_loss"]) for entry in history
         ]
         val = [entry.get(f"val_{name}", entry["val_loss"]) for entry in history]
-        ax.plot(epochs, train, "o-", label="training")
-        ax.plot(epochs, val, "s-", label="validation")
+        train_label, val_label = "training", "validation"
+        if name == "contrastive" and label_attribute:
+            train_label += f" (photo and same-{label_attribute} pairs)"
+            val_label += " (photo pairs only)"
+        ax.plot(epochs, train, "o-", label=train_label)
+        ax.plot(epochs, val, "s-", label=val_label)
         ax.plot(
             [epochs[best]],
             [val[best]],

@@ -104,16 +104,22 @@ def build_report(
     history_path = model_dir / "history.json"
     if history_path.is_file():
         history = json.loads(history_path.read_text())
+        # Encoder.load above has read this file as a training config.
+        trained = json.loads((model_dir / "config.json").read_text())
+        label_attribute = trained.get("train", {}).get("label_attribute")
         if history:
             figures.append(
                 (
                     "loss.png",
                     "Training curves",
-                    "Mean squared reconstruction error per epoch on the "
-                    "training photos and on the held-out validation "
+                    "Mean squared reconstruction error (and, when "
+                    "trained with one, the contrastive term) per epoch on "
+                    "the training photos and on the held-out validation "
                     "photos; the checkpoint kept is the epoch with the "
                     "lowest validation loss.",
-                    lambda path: plots.loss_curves(history, path),
+                    lambda path: plots.loss_curves(
+                        history, path, label_attribute
+                    ),
                 )
             )
 

@@ -200,3 +200,32 @@ def test_loss_curves_draw_one_panel_per_loss(tmp_path, contrastive):
     width, height = Image.open(tmp_path / "loss.png").size
     # A second panel for the contrastive term doubles the width.
     assert (width > 2.5 * height) == contrastive
+
+
+def test_loss_curves_say_when_training_counted_attribute_pairs(
+    tmp_path, monkeypatch
+):
+    from evaluation import plots
+
+    history = [
+        {
+            "epoch": 1,
+            "train_loss": 1.0,
+            "val_loss": 1.5,
+            "train_contrastive": 2.0,
+            "val_contrastive": 3.0,
+        }
+    ]
+    legends = []
+
+    def keep_legends(fig, path):
+        for ax in fig.axes:
+            legends.append([t.get_text() for t in ax.get_legend().get_texts()])
+        plots.plt.close(fig)
+
+    monkeypatch.setattr(plots, "_save", keep_legends)
+    plots.loss_curves(history, tmp_path / "loss.png", "articleType")
+    reconstruction, contrastive = legends
+    assert reconstruction[:2] == ["training", "validation"]
+    assert "same-articleType pairs" in contrastive[0]
+    assert "photo pairs only" in contrastive[1]
