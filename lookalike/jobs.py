@@ -81,7 +81,8 @@ def contrastive_labels(catalog: CatalogImages, attribute: str) -> np.ndarray:
         )
         raise ValueError(
             f"no product has the attribute {attribute!r} to train with; "
-            f"the catalog's attributes are {columns or 'none (no CSV)'}"
+            f"the catalog's attributes are {columns or 'none (no CSV)'} "
+            "(--label-attribute picks one, 'none' trains without)"
         )
     number = {value: i for i, value in enumerate(known)}
     logger.info(
