@@ -135,8 +135,9 @@ class Preset:
 # no normalisation, trained on the pixel MSE alone. "default" is what
 # Lookalike trains unless told otherwise: the MSE alone, fast enough for
 # the demo's two epochs, with a whitened latent. "contrastive" adds
-# augmentation and a self-supervised contrastive term: better neighbours,
-# but it needs several epochs to pay. "attributes" also counts products of
+# augmentation and a self-supervised contrastive term, and serves the
+# whitened latent at unit length: better neighbours, but it needs several
+# epochs to pay. "attributes" also counts products of
 # the same articleType as matching pairs and serves unit-length latents
 # (cosine ranking), unwhitened: whitening would undo the geometry that
 # term trains. The best latent measured; it needs a CSV with that column
@@ -151,7 +152,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "default": Preset(ModelConfig(whiten_latent=True), TrainConfig()),
     "contrastive": Preset(
-        ModelConfig(whiten_latent=True),
+        ModelConfig(whiten_latent=True, normalize_latent=True),
         TrainConfig(augment=True, contrastive_weight=0.5, lr_schedule="cosine"),
     ),
     "attributes": Preset(
