@@ -85,13 +85,25 @@ def contrastive_labels(catalog: CatalogImages, attribute: str) -> np.ndarray:
             "(--label-attribute picks one, 'none' trains without)"
         )
     number = {value: i for i, value in enumerate(known)}
+    labelled = sum(value is not None for value in values)
     logger.info(
         "contrastive labels: %d values of %s on %d of %d products",
         len(known),
         attribute,
-        sum(value is not None for value in values),
+        labelled,
         len(values),
     )
+    if labelled < len(values) / 2 or len(known) > labelled / 2:
+        # Few labelled products, or a value per product (a name, an ID):
+        # few same-label pairs, and training is nearly self-supervised.
+        logger.warning(
+            "%s labels few pairs of products (%d values on %d of %d "
+            "products); a category column suits --label-attribute better",
+            attribute,
+            len(known),
+            labelled,
+            len(values),
+        )
     return np.array(
         [-1 if value is None else number[str(value)] for value in values],
         np.int32,

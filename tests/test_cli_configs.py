@@ -103,3 +103,13 @@ def test_contrastive_labels_name_the_columns_when_the_attribute_is_missing():
         contrastive_labels(catalog, "articleType")
     with pytest.raises(ValueError, match="no CSV"):
         contrastive_labels(_catalog({}, {}), "articleType")
+
+
+def test_attribute_labels_warn_when_they_make_few_pairs(caplog):
+    names = _catalog(*({"productDisplayName": f"item {i}"} for i in range(6)))
+    contrastive_labels(names, "productDisplayName")
+    assert "few pairs" in caplog.text
+    caplog.clear()
+    types = _catalog(*({"articleType": t} for t in "AABBAB"))
+    contrastive_labels(types, "articleType")
+    assert "few pairs" not in caplog.text
