@@ -83,6 +83,10 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     # Temperature of the contrastive term's softmax over cosine similarity.
     contrastive_temperature: float = 0.2
+    # Colour-jitter the second view (channel order, saturation, greyscale,
+    # contrast). The latent then learns to ignore colour; without it only
+    # zoom, shift and flip differ between the views.
+    colour_jitter: bool = True
     # A catalog attribute (CSV column, e.g. "articleType") whose equal
     # values also count as matching pairs in the contrastive term: the
     # store's own taxonomy as weak labels. Products without the attribute

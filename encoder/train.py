@@ -162,11 +162,11 @@ def make_steps(
 
     def second_view_loss(encode, photos, z, weights, key, labels=None):
         """Contrastive term between latents z of the photos' first views
-        and a second, independently drawn and colour-jittered view."""
+        and a second, independently drawn (and colour-jittered) view."""
         view_key, colour_key = jax.random.split(key)
-        other = augment.photometric_view(
-            colour_key, augment.geometric_view(view_key, photos)
-        )
+        other = augment.geometric_view(view_key, photos)
+        if train_config.colour_jitter:
+            other = augment.photometric_view(colour_key, other)
         return contrastive_loss(
             z,
             encode(other),

@@ -245,6 +245,12 @@ def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
         "matching pairs in the contrastive term; 'none' for self-supervised "
         "(default: the preset's)",
     )
+    parser.add_argument(
+        "--colour-jitter",
+        action=argparse.BooleanOptionalAction,
+        help="colour-jitter the contrastive term's second view, so that "
+        "the latent ignores colour (default: the preset's, on)",
+    )
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +291,7 @@ def _configs(args: argparse.Namespace) -> dict:
             "learning_rate": args.learning_rate,
             "seed": args.seed,
             "contrastive_weight": args.contrastive_weight,
+            "colour_jitter": args.colour_jitter,
         }
         flags = {name: v for name, v in flags.items() if v is not None}
         if args.label_attribute is not None:

@@ -113,3 +113,10 @@ def test_attribute_labels_warn_when_they_make_few_pairs(caplog):
     types = _catalog(*({"articleType": t} for t in "AABBAB"))
     contrastive_labels(types, "articleType")
     assert "few pairs" not in caplog.text
+
+
+def test_colour_jitter_flag_turns_it_off_and_on():
+    assert _parsed("--preset", "attributes")["train"].colour_jitter
+    off = _parsed("--preset", "attributes", "--no-colour-jitter")
+    assert not off["train"].colour_jitter
+    assert _parsed("--colour-jitter")["train"].colour_jitter

@@ -229,3 +229,33 @@ def test_labelled_training_uses_known_labels_only(tmp_path):
     assert two_kinds.history[0]["train_contrastive"] != pytest.approx(
         self_supervised.history[0]["train_contrastive"], rel=1e-3
     )
+
+
+def test_colour_jitter_changes_the_second_view_only():
+    import jax
+    import optax
+    from flax import nnx
+
+    from encoder.model import Autoencoder
+    from encoder.train import create_state, make_steps
+
+    images, weights = _images(16), np.ones(16, np.float32)
+    losses = {}
+    for jitter in (True, False):
+        model = Autoencoder(SMALL, rngs=nnx.Rngs(0))
+        tx = optax.adam(1e-3)
+        config = dataclasses.replace(
+            ONE_EPOCH, contrastive_weight=1.0, colour_jitter=jitter
+        )
+        train_step, _, _ = make_steps(model, tx, config)
+        _, losses[jitter] = train_step(
+            create_state(model, tx), images, weights, jax.random.key(0)
+        )
+    # The same photos and keys: the reconstruction is the same, the
+    # contrastive term sees another second view.
+    assert float(losses[True]["reconstruction"]) == pytest.approx(
+        float(losses[False]["reconstruction"]), rel=1e-6
+    )
+    assert float(losses[True]["contrastive"]) != pytest.approx(
+        float(losses[False]["contrastive"]), rel=1e-4
+    )
