@@ -144,7 +144,8 @@ class Preset:
 # epochs to pay. "attributes" also counts products of
 # the same articleType as matching pairs and serves unit-length latents
 # (cosine ranking), unwhitened: whitening would undo the geometry that
-# term trains. The best latent measured; it needs a CSV with that column
+# term trains. It leaves colour unjittered, so that neighbours keep it.
+# The best latent measured; it needs a CSV with that column
 # (--label-attribute names another). evaluation/RESULTS.md has the
 # measurements behind each.
 PRESETS: dict[str, Preset] = {
@@ -166,6 +167,7 @@ PRESETS: dict[str, Preset] = {
             contrastive_weight=0.5,
             lr_schedule="cosine",
             label_attribute="articleType",
+            colour_jitter=False,
         ),
     ),
 }

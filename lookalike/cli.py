@@ -249,7 +249,8 @@ def _add_train_args(parser: argparse.ArgumentParser, epochs: int) -> None:
         "--colour-jitter",
         action=argparse.BooleanOptionalAction,
         help="colour-jitter the contrastive term's second view, so that "
-        "the latent ignores colour (default: the preset's, on)",
+        "the latent ignores colour (default: the preset's; off only in "
+        "'attributes')",
     )
 
 

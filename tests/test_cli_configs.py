@@ -116,7 +116,7 @@ def test_attribute_labels_warn_when_they_make_few_pairs(caplog):
 
 
 def test_colour_jitter_flag_turns_it_off_and_on():
-    assert _parsed("--preset", "attributes")["train"].colour_jitter
-    off = _parsed("--preset", "attributes", "--no-colour-jitter")
-    assert not off["train"].colour_jitter
-    assert _parsed("--colour-jitter")["train"].colour_jitter
+    assert not _parsed("--preset", "attributes")["train"].colour_jitter
+    on = _parsed("--preset", "attributes", "--colour-jitter")
+    assert on["train"].colour_jitter
+    assert not _parsed("--no-colour-jitter")["train"].colour_jitter
